@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// IOStreams are the streams a command reads and writes; tests inject buffers.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	// ErrIsTerminal reports whether ErrOut is a terminal (progress bars).
+	ErrIsTerminal bool
+}
+
+func defaultStreams() IOStreams {
+	fi, err := os.Stderr.Stat()
+	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, ErrIsTerminal: tty}
+}
+
+// newRootCmd builds the command tree. Each subcommand lives in its own file
+// as new<Name>Cmd(IOStreams) *cobra.Command.
+func newRootCmd(s IOStreams) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moemesh",
+		Short:         "Serve Qwen3 Mixture-of-Experts models across many workers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.ErrOut)
+	for _, c := range subcommands {
+		root.AddCommand(c(s))
+	}
+	return root
+}
+
+// subcommands is filled by init functions of the files that define them.
+var subcommands []func(IOStreams) *cobra.Command
+
+func register(f func(IOStreams) *cobra.Command) { subcommands = append(subcommands, f) }
+
+// run executes the CLI and returns the process exit code.
+func run(args []string, s IOStreams) int {
+	root := newRootCmd(s)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(s.ErrOut, "moemesh:", err)
+		return exitCode(err)
+	}
+	return ExitOK
+}
+
+func exitCode(err error) int {
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+// usageError marks an error caused by bad flags or input.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
