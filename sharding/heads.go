@@ -30,10 +30,12 @@ func (r RankHeads) LocalKV(i int) int { return i / (r.NumQ() / r.NumKV()) }
 // The split is accepted when H % KV == 0, H % T == 0 and either T divides
 // KV (each rank holds KV/T whole GQA groups, local ratio H/KV) or KV divides
 // T (each rank holds part of one group: one KV head, replicated on the T/KV
-// ranks that share it; local ratio H/T). Under these conditions every rank's
-// query heads read a contiguous KV range and every local query head i reads
-// local KV head i/(NumQ/NumKV); any other split would leave a GQA group cut
-// unevenly across ranks. Errors wrap ErrInvalid or ErrIndivisible.
+// ranks that share it; local ratio H/T). These are exactly the splits in
+// which every rank holds the same number of query heads and of KV heads, its
+// query heads read a contiguous KV range, each KV head equally often, and
+// local query head i reads local KV head i/(NumQ/NumKV) (see LocalKV). Any
+// other split cuts a GQA group unevenly or gives ranks different shapes.
+// Errors wrap ErrInvalid or ErrIndivisible.
 func SplitHeads(heads, kvHeads, tp int) ([]RankHeads, error) {
 	if heads <= 0 || kvHeads <= 0 || tp <= 0 {
 		return nil, fmt.Errorf("%w: heads = %d, kv heads = %d, tp = %d, want all > 0",
