@@ -1,0 +1,309 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/moemesh/moemesh/kernels"
+)
+
+// SeqInput is one sequence's part of a batched step: Tokens are fed at
+// positions [StartPos, StartPos+len(Tokens)); Blocks is its block table,
+// already large enough for those positions.
+type SeqInput struct {
+	Tokens   []int32
+	StartPos int
+	Blocks   []int32
+	// AllLogits asks for logits at every fed position; otherwise only the last.
+	AllLogits bool
+}
+
+// Reducer sums a tensor across the tensor-parallel group in place. The
+// single-process model uses none. Implementations must give every rank the
+// bitwise-identical result.
+type Reducer interface {
+	AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error
+}
+
+// FFN computes the feed-forward block of an MoE layer: out[t,:] = Σ_e w_e ·
+// expert_e(h[t,:]) for tokens [0, tokens). out is zeroed by the caller.
+// LocalMoE runs every expert in-process; a worker swaps in a dispatching one.
+type FFN interface {
+	MoE(ctx context.Context, layer int, h, out kernels.Buffer, tokens int) error
+}
+
+// Model is a loaded Qwen3 model (or one shard of it) ready to run batched steps.
+type Model struct {
+	Cfg     *Config
+	W       *Weights
+	B       kernels.Backend
+	KV      *KVCache
+	Reducer Reducer // nil: no tensor parallelism
+	FFN     FFN     // nil: LocalMoE over W
+
+	QHeads, KVHeads HeadRange // this shard's heads
+	scratch         map[string]kernels.Buffer
+	ck              *Checkpoint // owned when opened by Open
+}
+
+// NewModel wires weights, backend and a KV cache of numBlocks blocks.
+func NewModel(cfg *Config, w *Weights, b kernels.Backend, s Shard, blockSize, numBlocks int) (*Model, error) {
+	q, kv, err := s.Heads(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kvc, err := NewKVCache(b, cfg.NumHiddenLayers, kv.Len()*cfg.HeadDim, blockSize, numBlocks)
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, scratch: map[string]kernels.Buffer{}}, nil
+}
+
+// buf returns a scratch F32 buffer of at least n elements, reused across steps.
+func (m *Model) buf(name string, n int) (kernels.Buffer, error) {
+	if b, ok := m.scratch[name]; ok && b.Len() >= n {
+		return m.B.View(b, 0, n), nil
+	}
+	if b, ok := m.scratch[name]; ok {
+		m.B.Free(b)
+	}
+	b, err := m.B.Alloc(kernels.F32, max(n, 1))
+	if err != nil {
+		return nil, fmt.Errorf("model: scratch %s (%d floats): %w", name, n, err)
+	}
+	m.scratch[name] = b
+	return m.B.View(b, 0, n), nil
+}
+
+// stepMeta is the per-token bookkeeping of a step.
+type stepMeta struct {
+	tokens  int
+	ids     []int32
+	pos     []int32
+	seqOf   []int32
+	slots   []int32
+	tables  [][]int32
+	outRows []int32 // rows of the hidden state that produce logits
+}
+
+func (m *Model) meta(seqs []SeqInput) (*stepMeta, error) {
+	st := &stepMeta{}
+	bs := m.KV.BlockSize
+	for si, s := range seqs {
+		if len(s.Tokens) == 0 {
+			return nil, fmt.Errorf("model: sequence %d of the batch has no tokens", si)
+		}
+		end := s.StartPos + len(s.Tokens)
+		if s.StartPos < 0 || end > len(s.Blocks)*bs {
+			return nil, fmt.Errorf("model: sequence %d: positions [%d,%d) exceed its %d KV blocks of %d", si, s.StartPos, end, len(s.Blocks), bs)
+		}
+		if end > m.Cfg.MaxPositionEmbeddings {
+			return nil, fmt.Errorf("model: sequence %d: position %d beyond max_position_embeddings %d", si, end-1, m.Cfg.MaxPositionEmbeddings)
+		}
+		for _, b := range s.Blocks {
+			if b < 0 || int(b) >= m.KV.NumBlocks {
+				return nil, fmt.Errorf("model: sequence %d: block %d out of range [0,%d)", si, b, m.KV.NumBlocks)
+			}
+		}
+		st.tables = append(st.tables, s.Blocks)
+		for j, id := range s.Tokens {
+			if id < 0 || int(id) >= m.Cfg.VocabSize {
+				return nil, fmt.Errorf("model: sequence %d: token id %d out of range [0,%d)", si, id, m.Cfg.VocabSize)
+			}
+			p := s.StartPos + j
+			st.ids = append(st.ids, id)
+			st.pos = append(st.pos, int32(p))
+			st.seqOf = append(st.seqOf, int32(si))
+			st.slots = append(st.slots, s.Blocks[p/bs]*int32(bs)+int32(p%bs))
+			if s.AllLogits || j == len(s.Tokens)-1 {
+				st.outRows = append(st.outRows, int32(len(st.ids)-1))
+			}
+		}
+	}
+	st.tokens = len(st.ids)
+	return st, nil
+}
+
+// Forward runs one batched step: it embeds the new tokens, runs every
+// layer (writing their keys and values into the cache), and returns the
+// logits of the requested rows: for each sequence in order, its last token
+// or all its tokens when AllLogits, each row VocabSize floats.
+func (m *Model) Forward(ctx context.Context, seqs []SeqInput) ([][]float32, error) {
+	x, st, err := m.Hidden(ctx, seqs)
+	if err != nil {
+		return nil, err
+	}
+	return m.Logits(x, st.outRows)
+}
+
+// Hidden runs embedding and all layers and returns the residual stream [tokens, hidden].
+func (m *Model) Hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *stepMeta, error) {
+	st, err := m.meta(seqs)
+	if err != nil {
+		return nil, nil, err
+	}
+	hid := m.Cfg.HiddenSize
+	x, err := m.buf("x", st.tokens*hid)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.B.Embed(x, m.W.Embed.Buf, st.ids, hid)
+	for l := range m.W.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		if err := m.attention(ctx, l, x, st); err != nil {
+			return nil, nil, err
+		}
+		if err := m.feedForward(ctx, l, x, st.tokens); err != nil {
+			return nil, nil, err
+		}
+	}
+	return x, st, nil
+}
+
+// attention is x += o_proj(attn(RMSNorm(x))) for layer l.
+func (m *Model) attention(ctx context.Context, l int, x kernels.Buffer, st *stepMeta) error {
+	c, ly, b := m.Cfg, &m.W.Layers[l], m.B
+	n, hid, d := st.tokens, c.HiddenSize, c.HeadDim
+	nq, nkv := m.QHeads.Len(), m.KVHeads.Len()
+	h, err := m.buf("h", n*hid)
+	if err != nil {
+		return err
+	}
+	q, err := m.buf("q", n*nq*d)
+	if err != nil {
+		return err
+	}
+	k, err := m.buf("k", n*nkv*d)
+	if err != nil {
+		return err
+	}
+	v, err := m.buf("v", n*nkv*d)
+	if err != nil {
+		return err
+	}
+	att, err := m.buf("att", n*nq*d)
+	if err != nil {
+		return err
+	}
+	eps := float32(c.RMSNormEps)
+	b.RMSNorm(h, x, ly.InputNorm.Buf, n, hid, eps)
+	b.MatMul(q, h, ly.Q.Buf, n, nq*d, hid)
+	b.MatMul(k, h, ly.K.Buf, n, nkv*d, hid)
+	b.MatMul(v, h, ly.V.Buf, n, nkv*d, hid)
+	b.RMSNorm(q, q, ly.QNorm.Buf, n*nq, d, eps)
+	b.RMSNorm(k, k, ly.KNorm.Buf, n*nkv, d, eps)
+	b.RoPE(q, n, nq, d, st.pos, c.RopeTheta)
+	b.RoPE(k, n, nkv, d, st.pos, c.RopeTheta)
+	b.KVWrite(m.KV.K[l], m.KV.V[l], k, v, st.slots, nkv*d)
+	b.Attention(att, q, m.KV.K[l], m.KV.V[l], kernels.AttnParams{
+		Heads: nq, KVHeads: nkv, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d))),
+		BlockSize: m.KV.BlockSize, SeqOf: st.seqOf, Pos: st.pos, BlockTables: st.tables,
+	})
+	o := h // reuse: h is dead after q/k/v
+	b.MatMul(o, att, ly.O.Buf, n, hid, nq*d)
+	if m.Reducer != nil {
+		if err := m.Reducer.AllReduceSum(ctx, l, o, n*hid); err != nil {
+			return fmt.Errorf("model: layer %d attention all-reduce: %w", l, err)
+		}
+	}
+	b.Add(x, x, o, n*hid)
+	return nil
+}
+
+// feedForward is x += FFN(RMSNorm(x)) for layer l.
+func (m *Model) feedForward(ctx context.Context, l int, x kernels.Buffer, n int) error {
+	c, ly, b := m.Cfg, &m.W.Layers[l], m.B
+	hid := c.HiddenSize
+	h, err := m.buf("h", n*hid)
+	if err != nil {
+		return err
+	}
+	out, err := m.buf("ffn", n*hid)
+	if err != nil {
+		return err
+	}
+	b.RMSNorm(h, x, ly.PostNorm.Buf, n, hid, float32(c.RMSNormEps))
+	if ly.MLP != nil {
+		if err := m.expert(ly.MLP, h, out, n, c.IntermediateSize); err != nil {
+			return err
+		}
+	} else {
+		if err := m.zero(out, n*hid); err != nil {
+			return err
+		}
+		ffn := m.FFN
+		if ffn == nil {
+			ffn = LocalMoE{m}
+		}
+		if err := ffn.MoE(ctx, l, h, out, n); err != nil {
+			return fmt.Errorf("model: layer %d MoE: %w", l, err)
+		}
+	}
+	b.Add(x, x, out, n*hid)
+	return nil
+}
+
+func (m *Model) zero(buf kernels.Buffer, n int) error {
+	return m.B.WriteF32(buf, 0, make([]float32, n))
+}
+
+// expert computes out[rows, hidden] = down(silu(gate(x)) * up(x)) for x [rows, hidden].
+func (m *Model) expert(e *Expert, x, out kernels.Buffer, rows, inter int) error {
+	hid := m.Cfg.HiddenSize
+	g, err := m.buf("gate", rows*inter)
+	if err != nil {
+		return err
+	}
+	u, err := m.buf("up", rows*inter)
+	if err != nil {
+		return err
+	}
+	m.B.MatMul(g, x, e.Gate.Buf, rows, inter, hid)
+	m.B.MatMul(u, x, e.Up.Buf, rows, inter, hid)
+	m.B.SiLUMul(g, g, u, rows*inter)
+	m.B.MatMul(out, g, e.Down.Buf, rows, hid, inter)
+	return nil
+}
+
+// Logits applies the final norm and lm_head to the given rows of x.
+func (m *Model) Logits(x kernels.Buffer, rows []int32) ([][]float32, error) {
+	c, b := m.Cfg, m.B
+	n, hid, vocab := len(rows), c.HiddenSize, c.VocabSize
+	sel, err := m.buf("sel", n*hid)
+	if err != nil {
+		return nil, err
+	}
+	lg, err := m.buf("logits", n*vocab)
+	if err != nil {
+		return nil, err
+	}
+	b.Gather(sel, x, rows, hid)
+	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
+	b.MatMul(lg, sel, m.W.LMHead.Buf, n, vocab, hid)
+	flat := make([]float32, n*vocab)
+	if err := b.ReadF32(lg, 0, flat); err != nil {
+		return nil, err
+	}
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = flat[i*vocab : (i+1)*vocab : (i+1)*vocab]
+	}
+	return out, nil
+}
+
+// Close frees the model's scratch buffers and KV cache, and the checkpoint
+// when the model was made by Open (weights passed to NewModel stay the caller's).
+func (m *Model) Close() {
+	for k, b := range m.scratch {
+		m.B.Free(b)
+		delete(m.scratch, k)
+	}
+	m.KV.Close(m.B)
+	if m.ck != nil {
+		m.ck.Close()
+		m.ck = nil
+	}
+}

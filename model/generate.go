@@ -1,0 +1,108 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/moemesh/moemesh/sampling"
+)
+
+// Stepper runs one batched forward step and returns the requested logits
+// rows (see Model.Forward). A Model is a Stepper; so is a cluster driver.
+type Stepper interface {
+	Forward(ctx context.Context, seqs []SeqInput) ([][]float32, error)
+}
+
+var _ Stepper = (*Model)(nil)
+
+// Request is one sequence to generate.
+type Request struct {
+	Prompt    []int32
+	MaxTokens int
+	Sampler   *sampling.Sampler
+	// Stop ends the sequence when sampled (the stop id is emitted and kept).
+	Stop []int32
+}
+
+// Generate prefills every prompt in one batched step, then decodes all
+// unfinished sequences together, one token each per step, until each has
+// MaxTokens tokens or sampled a stop id. emit, when set, is called for
+// every sampled token in order (seq is the index in reqs); an error from it
+// stops generation. The blocks taken from pool are returned before Generate
+// returns. The result holds each sequence's generated ids.
+func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, emit func(seq int, id int32) error) ([][]int32, error) {
+	seqs := make([]*Seq, len(reqs))
+	out := make([][]int32, len(reqs))
+	defer func() {
+		for _, s := range seqs {
+			if s != nil {
+				pool.Release(s)
+			}
+		}
+	}()
+	for i, r := range reqs {
+		if len(r.Prompt) == 0 {
+			return nil, fmt.Errorf("model: request %d has an empty prompt", i)
+		}
+		if r.Sampler == nil {
+			return nil, fmt.Errorf("model: request %d has no sampler", i)
+		}
+		seqs[i] = &Seq{ID: uint64(i)}
+	}
+	history := func(i int) []int {
+		h := make([]int, 0, len(reqs[i].Prompt))
+		for _, id := range reqs[i].Prompt {
+			h = append(h, int(id))
+		}
+		return h
+	}
+	prompts := make([][]int, len(reqs))
+	gen := make([][]int, len(reqs))
+	for i := range reqs {
+		prompts[i] = history(i)
+	}
+	active := make([]int, 0, len(reqs))
+	for i, r := range reqs {
+		if r.MaxTokens > 0 {
+			active = append(active, i)
+		}
+	}
+	pending := make([][]int32, len(reqs)) // tokens to feed next step
+	for _, i := range active {
+		pending[i] = reqs[i].Prompt
+	}
+	for len(active) > 0 {
+		in := make([]SeqInput, len(active))
+		for j, i := range active {
+			s := seqs[i]
+			if err := pool.Reserve(s, s.Len+len(pending[i])); err != nil {
+				return out, err
+			}
+			in[j] = SeqInput{Tokens: pending[i], StartPos: s.Len, Blocks: s.Blocks}
+		}
+		rows, err := st.Forward(ctx, in)
+		if err != nil {
+			return out, err
+		}
+		next := active[:0]
+		for j, i := range slices.Clone(active) {
+			s := seqs[i]
+			s.Len += len(pending[i])
+			id := int32(reqs[i].Sampler.Sample(rows[j], prompts[i], gen[i]))
+			out[i] = append(out[i], id)
+			gen[i] = append(gen[i], int(id))
+			if emit != nil {
+				if err := emit(i, id); err != nil {
+					return out, err
+				}
+			}
+			if len(out[i]) < reqs[i].MaxTokens && !slices.Contains(reqs[i].Stop, id) {
+				pending[i] = []int32{id}
+				next = append(next, i)
+			}
+		}
+		active = next
+	}
+	return out, nil
+}

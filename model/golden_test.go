@@ -1,0 +1,195 @@
+package model_test
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/moemesh/moemesh/kernels"
+	"github.com/moemesh/moemesh/model"
+)
+
+type goldenPrompt struct {
+	Tokens       []int32     `json:"tokens"`
+	Greedy       []int32     `json:"greedy"`
+	PromptLogits [][]float32 `json:"prompt_logits"`
+	StepLogits   [][]float32 `json:"step_logits"`
+}
+
+type golden struct {
+	Prompts []goldenPrompt `json:"prompts"`
+}
+
+func loadGolden(t testing.TB, fixture string) *golden {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", fixture, "golden.json.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g golden
+	if err := json.NewDecoder(zr).Decode(&g); err != nil {
+		t.Fatal(err)
+	}
+	return &g
+}
+
+// openFixture loads a fixture checkpoint on the CPU backend.
+func openFixture(t testing.TB, fixture string, blocks int) *model.Model {
+	t.Helper()
+	dir := filepath.Join("testdata", fixture)
+	cfg, err := model.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := model.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	b := kernels.NewCPU()
+	w, err := model.LoadWeights(ck, cfg, b, model.Shard{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.NewModel(cfg, w, b, model.Shard{}, 4, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// checkLogits applies the fixtures' tolerance: per position ‖got−want‖₂/‖want‖₂ ≤ 1e-5 and max|diff| ≤ 1e-4.
+func checkLogits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d logits, want %d", what, len(got), len(want))
+	}
+	var num, den, maxAbs float64
+	for i := range got {
+		d := float64(got[i]) - float64(want[i])
+		if math.IsNaN(d) {
+			t.Fatalf("%s: NaN at %d", what, i)
+		}
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+		maxAbs = max(maxAbs, math.Abs(d))
+	}
+	if rel := math.Sqrt(num / den); rel > 1e-5 || maxAbs > 1e-4 {
+		t.Errorf("%s: relative L2 %.3g (limit 1e-5), max |diff| %.3g (limit 1e-4)", what, rel, maxAbs)
+	}
+}
+
+func argmax(v []float32) int32 {
+	best := 0
+	for i := range v {
+		if v[i] > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+// wantRow returns the golden logits at position p of prompt+greedy.
+func (g goldenPrompt) wantRow(p int) []float32 {
+	n := len(g.Tokens)
+	if p < n-1 {
+		return g.PromptLogits[p]
+	}
+	return g.StepLogits[p-(n-1)]
+}
+
+var fixtures = []string{"tiny-a", "tiny-c"}
+
+// TestGoldenOneBatch feeds prompt + greedy[:-1] of every prompt as one
+// batch of three sequences and compares the logits at every position.
+func TestGoldenOneBatch(t *testing.T) {
+	for _, fx := range fixtures {
+		t.Run(fx, func(t *testing.T) {
+			g := loadGolden(t, fx)
+			m := openFixture(t, fx, 64)
+			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
+			var in []model.SeqInput
+			var seqs []*model.Seq
+			for i, p := range g.Prompts {
+				toks := append(append([]int32{}, p.Tokens...), p.Greedy[:len(p.Greedy)-1]...)
+				s := &model.Seq{ID: uint64(i)}
+				if err := pool.Reserve(s, len(toks)); err != nil {
+					t.Fatal(err)
+				}
+				seqs = append(seqs, s)
+				in = append(in, model.SeqInput{Tokens: toks, Blocks: s.Blocks, AllLogits: true})
+			}
+			rows, err := m.Forward(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := 0
+			for i, p := range g.Prompts {
+				for pos := range in[i].Tokens {
+					checkLogits(t, fxPos(fx, i, pos), rows[r], p.wantRow(pos))
+					if pos >= len(p.Tokens)-1 {
+						if got, want := argmax(rows[r]), p.Greedy[pos-(len(p.Tokens)-1)]; got != want {
+							t.Errorf("%s: greedy id %d, want %d", fxPos(fx, i, pos), got, want)
+						}
+					}
+					r++
+				}
+			}
+			for _, s := range seqs {
+				pool.Release(s)
+			}
+		})
+	}
+}
+
+// TestGoldenTokenByToken feeds every token alone through the KV cache and
+// lets the model choose its own continuation greedily.
+func TestGoldenTokenByToken(t *testing.T) {
+	for _, fx := range fixtures {
+		t.Run(fx, func(t *testing.T) {
+			g := loadGolden(t, fx)
+			m := openFixture(t, fx, 64)
+			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
+			for i, p := range g.Prompts {
+				s := &model.Seq{ID: uint64(i)}
+				next := p.Tokens[0]
+				total := len(p.Tokens) + len(p.Greedy) - 1
+				for pos := range total {
+					if pos < len(p.Tokens) {
+						next = p.Tokens[pos]
+					}
+					if err := pool.Reserve(s, pos+1); err != nil {
+						t.Fatal(err)
+					}
+					rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: []int32{next}, StartPos: pos, Blocks: s.Blocks}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkLogits(t, fxPos(fx, i, pos), rows[0], p.wantRow(pos))
+					if pos >= len(p.Tokens)-1 {
+						next = argmax(rows[0])
+						if want := p.Greedy[pos-(len(p.Tokens)-1)]; next != want {
+							t.Fatalf("%s: greedy id %d, want %d", fxPos(fx, i, pos), next, want)
+						}
+					}
+				}
+				pool.Release(s)
+			}
+		})
+	}
+}
+
+func fxPos(fx string, prompt, pos int) string {
+	return fmt.Sprintf("%s/prompt%d/pos%d", fx, prompt, pos)
+}

@@ -1,0 +1,54 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/moemesh/moemesh/kernels"
+)
+
+// OpenOptions say how Open loads a model directory.
+type OpenOptions struct {
+	Shard Shard
+	// BlockSize is the KV cache block size in positions (default 16).
+	BlockSize int
+	// ContextTokens sizes the KV pool: ContextTokens/BlockSize blocks
+	// (default 8192 positions).
+	ContextTokens int
+	// Progress, when set, is called after each layer is loaded.
+	Progress func(done, total int)
+}
+
+// Open loads config.json and the checkpoint in dir, the shard's weights
+// into backend b, and allocates the KV cache. Close releases everything,
+// the memory-mapped checkpoint included.
+func Open(dir string, b kernels.Backend, o OpenOptions) (*Model, error) {
+	if o.BlockSize <= 0 {
+		o.BlockSize = 16
+	}
+	if o.ContextTokens <= 0 {
+		o.ContextTokens = 8192
+	}
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := OpenCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	w, err := loadWeights(ck, cfg, b, o.Shard, o.Progress)
+	if err != nil {
+		ck.Close()
+		return nil, err
+	}
+	m, err := NewModel(cfg, w, b, o.Shard, o.BlockSize, (o.ContextTokens+o.BlockSize-1)/o.BlockSize)
+	if err != nil {
+		ck.Close()
+		return nil, fmt.Errorf("model: %s: %w", dir, err)
+	}
+	m.ck = ck
+	return m, nil
+}
+
+// NewBlockPool returns a block pool matching the model's KV cache.
+func (m *Model) NewBlockPool() *BlockPool { return NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks) }

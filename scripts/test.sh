@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (idempotent), then runs
+# formatting and vet checks, the generated-code drift checks, every Go test
+# with the race detector, the pure-Go (noasm) kernel build, the CUDA build
+# (compile only), and short fuzz runs. .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOFLAGS=${GOFLAGS:--mod=mod}
+export MOEMESH_CACHE=${MOEMESH_CACHE:-$(mktemp -d)}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "Go modules"
+go mod download
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '\.pb\.go$') 2>/dev/null || true)
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
+step "go vet"
+go vet ./...
+go vet -tags noasm ./kernels/...
+
+if [ -x scripts/verify-proto.sh ]; then
+  step "protobuf drift"
+  scripts/verify-proto.sh
+fi
+
+if [ -x scripts/install-cuda-headers.sh ]; then
+  step "CUDA build (compile and vet only: no GPU here)"
+  eval "$(scripts/install-cuda-headers.sh)"
+  go vet -tags cuda ./kernels/cuda/
+  go test -tags cuda -c -o /dev/null ./kernels/cuda/
+  go build -tags cuda -o /dev/null ./cmd/moemesh
+fi
+if [ -x scripts/gen-ptx.sh ]; then
+  step "PTX drift (skipped without nvcc)"
+  scripts/gen-ptx.sh --check
+fi
+
+step "tests (race detector)"
+go test -race -count=1 -timeout 20m ./...
+
+step "kernels, pure-Go build"
+go test -tags noasm -count=1 ./kernels/...
+
+step "fuzz (short)"
+fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
+for target in $(scripts/fuzz-targets.sh); do
+  fuzz "${target%%:*}" "${target##*:}"
+done
+echo "all checks passed"
