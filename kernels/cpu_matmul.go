@@ -1,0 +1,103 @@
+package kernels
+
+import "fmt"
+
+// xBlockBytes bounds the rows of x one pass over a block of weight rows
+// works on, so that they stay in the L2 cache while the weights stream by.
+const xBlockBytes = 1 << 20
+
+// MatMul computes out[m,n] = x[m,k] · w[n,k]ᵀ. Each weight row is read from
+// memory once per call: a thread takes a range of output columns and, for
+// each group of four weight rows, dots them against every row of x while
+// they are in the L1 cache.
+func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
+	o, xs, wb := f32Of(out, "MatMul out"), f32Of(x, "MatMul x"), host(w)
+	need("MatMul out", len(o), m*n)
+	need("MatMul x", len(xs), m*k)
+	need("MatMul w", wb.Len(), n*k)
+	if m == 0 || n == 0 {
+		return
+	}
+	tasks := c.pool.split((n+3)/4, 4*m*k)
+	c.pool.run(tasks, func(_, t int) {
+		lo, hi := chunk(n, tasks, t, 4)
+		matmulRange(o, xs, wb, m, n, k, lo, hi, n)
+	})
+}
+
+// GroupedMatMul runs out_g = x_g · w_gᵀ for every group g in one dispatch;
+// see the GroupedMatMul interface.
+func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k int) {
+	o, xs := f32Of(out, "GroupedMatMul out"), f32Of(x, "GroupedMatMul x")
+	if len(rowOff) != len(w) || len(rows) != len(w) {
+		panic(fmt.Sprintf("kernels: GroupedMatMul with %d weights, %d offsets, %d row counts", len(w), len(rowOff), len(rows)))
+	}
+	type task struct{ g, lo, hi int }
+	var tasks []task
+	for g := range w {
+		if rows[g] < 0 || rowOff[g] < 0 {
+			panic(fmt.Sprintf("kernels: GroupedMatMul group %d has rows [%d, %d)", g, rowOff[g], rowOff[g]+rows[g]))
+		}
+		need("GroupedMatMul out", len(o), (rowOff[g]+rows[g])*n)
+		need("GroupedMatMul x", len(xs), (rowOff[g]+rows[g])*k)
+		need("GroupedMatMul w", w[g].Len(), n*k)
+		if rows[g] == 0 {
+			continue
+		}
+		parts := c.pool.split((n+3)/4, 4*rows[g]*k)
+		for t := range parts {
+			lo, hi := chunk(n, parts, t, 4)
+			tasks = append(tasks, task{g, lo, hi})
+		}
+	}
+	c.pool.run(len(tasks), func(_, i int) {
+		tk := tasks[i]
+		r0, m := rowOff[tk.g], rows[tk.g]
+		matmulRange(o[r0*n:], xs[r0*k:], host(w[tk.g]), m, n, k, tk.lo, tk.hi, n)
+	})
+}
+
+// matmulRange computes columns [lo, hi) of out[m, ldo] = x[m,k] · w[n,k]ᵀ.
+// lo is a multiple of 4.
+func matmulRange(o, x []float32, wb *HostBuffer, m, n, k, lo, hi, ldo int) {
+	mb := m
+	if m*k*4 > xBlockBytes {
+		mb = max(4, xBlockBytes/(k*4)&^3)
+	}
+	var acc16 [16]float32
+	var acc4 [4]float32
+	for i0 := 0; i0 < m; i0 += mb {
+		i1 := min(m, i0+mb)
+		j := lo
+		for ; j+4 <= hi; j += 4 {
+			i := i0
+			for ; i+4 <= i1; i += 4 {
+				if wb.dt == BF16 {
+					dot4x4BF16(&acc16, x[i*k:], k, wb.bf16[j*k:], k, k)
+				} else {
+					dot4x4F32(&acc16, x[i*k:], k, wb.f32[j*k:], k, k)
+				}
+				for a := range 4 {
+					copy(o[(i+a)*ldo+j:(i+a)*ldo+j+4], acc16[4*a:4*a+4])
+				}
+			}
+			for ; i < i1; i++ {
+				if wb.dt == BF16 {
+					dot1x4BF16(&acc4, x[i*k:], wb.bf16[j*k:], k, k)
+				} else {
+					dot1x4F32(&acc4, x[i*k:], wb.f32[j*k:], k, k)
+				}
+				copy(o[i*ldo+j:i*ldo+j+4], acc4[:])
+			}
+		}
+		for ; j < hi; j++ {
+			for i := i0; i < i1; i++ {
+				if wb.dt == BF16 {
+					o[i*ldo+j] = dotBF16(x[i*k:(i+1)*k], wb.bf16[j*k:(j+1)*k])
+				} else {
+					o[i*ldo+j] = dotF32(x[i*k:(i+1)*k], wb.f32[j*k:(j+1)*k])
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package kernels
+
+import "math"
+
+// The pure-Go kernels below are the reference for the assembly in
+// simd_amd64.s; the noasm build and processors without AVX2 and FMA use
+// them directly.
+
+// bf16ToF32 widens raw bfloat16 bits: bf16 is the upper half of an f32.
+func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+func dotF32Go(x, y []float32) float32 {
+	var s float32
+	y = y[:len(x)]
+	for i, v := range x {
+		s += v * y[i]
+	}
+	return s
+}
+
+func dotBF16Go(x []float32, w []uint16) float32 {
+	var s float32
+	w = w[:len(x)]
+	for i, v := range x {
+		s += v * bf16ToF32(w[i])
+	}
+	return s
+}
+
+func dot1x4F32Go(out *[4]float32, x, w []float32, ldw, k int) {
+	for j := range 4 {
+		out[j] = dotF32Go(x[:k], w[j*ldw:j*ldw+k])
+	}
+}
+
+func dot1x4BF16Go(out *[4]float32, x []float32, w []uint16, ldw, k int) {
+	for j := range 4 {
+		out[j] = dotBF16Go(x[:k], w[j*ldw:j*ldw+k])
+	}
+}
+
+func dot4x4F32Go(out *[16]float32, x []float32, ldx int, w []float32, ldw, k int) {
+	for i := range 4 {
+		for j := range 4 {
+			out[4*i+j] = dotF32Go(x[i*ldx:i*ldx+k], w[j*ldw:j*ldw+k])
+		}
+	}
+}
+
+func dot4x4BF16Go(out *[16]float32, x []float32, ldx int, w []uint16, ldw, k int) {
+	for i := range 4 {
+		for j := range 4 {
+			out[4*i+j] = dotBF16Go(x[i*ldx:i*ldx+k], w[j*ldw:j*ldw+k])
+		}
+	}
+}
+
+func axpyGo(a float32, x, y []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}

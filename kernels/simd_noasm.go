@@ -1,0 +1,65 @@
+//go:build noasm || !amd64
+
+package kernels
+
+// Features names the instruction set the kernels use: always "generic" here.
+func Features() string { return "generic" }
+
+// dotF32 returns the dot product of x and y[:len(x)]:
+//
+//	for i, v := range x {
+//		s += v * y[i]
+//	}
+func dotF32(x, y []float32) float32 { return dotF32Go(x, y) }
+
+// dotBF16 returns the dot product of x and the widened bfloat16 w[:len(x)]:
+//
+//	for i, v := range x {
+//		s += v * bf16ToF32(w[i])
+//	}
+func dotBF16(x []float32, w []uint16) float32 { return dotBF16Go(x, w) }
+
+// dot1x4F32 dots x[:k] with four rows of w, ldw elements apart:
+//
+//	for j := range 4 {
+//		out[j] = dotF32(x[:k], w[j*ldw:j*ldw+k])
+//	}
+func dot1x4F32(out *[4]float32, x, w []float32, ldw, k int) { dot1x4F32Go(out, x, w, ldw, k) }
+
+// dot1x4BF16 dots x[:k] with four bfloat16 rows of w, ldw elements apart:
+//
+//	for j := range 4 {
+//		out[j] = dotBF16(x[:k], w[j*ldw:j*ldw+k])
+//	}
+func dot1x4BF16(out *[4]float32, x []float32, w []uint16, ldw, k int) {
+	dot1x4BF16Go(out, x, w, ldw, k)
+}
+
+// dot4x4F32 dots four rows of x with four rows of w:
+//
+//	for i := range 4 {
+//		for j := range 4 {
+//			out[4*i+j] = dotF32(x[i*ldx:i*ldx+k], w[j*ldw:j*ldw+k])
+//		}
+//	}
+func dot4x4F32(out *[16]float32, x []float32, ldx int, w []float32, ldw, k int) {
+	dot4x4F32Go(out, x, ldx, w, ldw, k)
+}
+
+// dot4x4BF16 dots four rows of x with four bfloat16 rows of w:
+//
+//	for i := range 4 {
+//		for j := range 4 {
+//			out[4*i+j] = dotBF16(x[i*ldx:i*ldx+k], w[j*ldw:j*ldw+k])
+//		}
+//	}
+func dot4x4BF16(out *[16]float32, x []float32, ldx int, w []uint16, ldw, k int) {
+	dot4x4BF16Go(out, x, ldx, w, ldw, k)
+}
+
+// axpy adds a times x to y:
+//
+//	for i := range y {
+//		y[i] += a * x[i]
+//	}
+func axpy(a float32, x, y []float32) { axpyGo(a, x, y) }
