@@ -1,0 +1,108 @@
+package main
+
+import (
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLogitsMatchesGolden runs `moemesh logits` on the tiny-a fixture and
+// compares every row with llama.cpp's prompt logits.
+func TestLogitsMatchesGolden(t *testing.T) {
+	dir := filepath.Join("..", "..", "model", "testdata", "tiny-a")
+	f, err := os.Open(filepath.Join(dir, "golden.json.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Prompts []struct {
+			Tokens       []int       `json:"tokens"`
+			PromptLogits [][]float32 `json:"prompt_logits"`
+		} `json:"prompts"`
+	}
+	if err := json.NewDecoder(zr).Decode(&g); err != nil {
+		t.Fatal(err)
+	}
+	p := g.Prompts[len(g.Prompts)-1]
+	ids := strings.Trim(strings.ReplaceAll(fmt.Sprint(p.Tokens), " ", ","), "[]")
+	code, out, errOut := runCLI(t, "", "logits", "--model", dir, "--tokens", ids)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var got struct{ Logits [][]float32 }
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("output is not JSON: %v", err)
+	}
+	if len(got.Logits) != len(p.Tokens) {
+		t.Fatalf("%d rows, want %d", len(got.Logits), len(p.Tokens))
+	}
+	for i, row := range got.Logits {
+		var num, den float64
+		for j, v := range row {
+			d := float64(v - p.PromptLogits[i][j])
+			num += d * d
+			den += float64(p.PromptLogits[i][j]) * float64(p.PromptLogits[i][j])
+		}
+		if rel := math.Sqrt(num / den); rel > 1e-5 {
+			t.Errorf("row %d: relative error %.3g", i, rel)
+		}
+	}
+}
+
+func TestLogitsBadInput(t *testing.T) {
+	dir := filepath.Join("..", "..", "model", "testdata", "tiny-a")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"no model", []string{"logits", "--tokens", "1"}, ExitUsage},
+		{"bad token", []string{"logits", "--model", dir, "--tokens", "1,x"}, ExitUsage},
+		{"token out of range", []string{"logits", "--model", dir, "--tokens", "1,99999"}, ExitFailure},
+		{"missing model", []string{"logits", "--model", t.TempDir(), "--tokens", "1"}, ExitFailure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, "", tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d (stderr %q)", code, tc.code, errOut)
+			}
+			if errOut == "" {
+				t.Error("no error message")
+			}
+		})
+	}
+}
+
+// TestGenerateDemoModel runs `moemesh generate` without --model: it must
+// create the demo model in the cache once and stream a reply.
+func TestGenerateDemoModel(t *testing.T) {
+	t.Setenv("MOEMESH_CACHE", t.TempDir())
+	args := []string{"generate", "--prompt", "Hello", "--max-tokens", "8", "--seed", "7"}
+	code, out1, errOut := runCLI(t, "", args...)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(errOut, "creating the tiny demo model") {
+		t.Errorf("first run did not report creating the demo model: %q", errOut)
+	}
+	code, out2, errOut := runCLI(t, "", args...)
+	if code != ExitOK {
+		t.Fatalf("second run: exit %d: %s", code, errOut)
+	}
+	if strings.Contains(errOut, "creating") {
+		t.Errorf("second run re-created the demo model")
+	}
+	if out1 == "" || out1 != out2 {
+		t.Errorf("same seed gave different or empty output:\n%q\n%q", out1, out2)
+	}
+}
