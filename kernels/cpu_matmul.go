@@ -15,7 +15,8 @@ func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
 	need("MatMul out", len(o), m*n)
 	need("MatMul x", len(xs), m*k)
 	need("MatMul w", wb.Len(), n*k)
-	if m == 0 || n == 0 {
+	if k == 0 {
+		clear(o[:m*n])
 		return
 	}
 	tasks := c.pool.split((n+3)/4, 4*m*k)
@@ -42,6 +43,10 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		need("GroupedMatMul x", len(xs), (rowOff[g]+rows[g])*k)
 		need("GroupedMatMul w", w[g].Len(), n*k)
 		if rows[g] == 0 {
+			continue
+		}
+		if k == 0 {
+			clear(o[rowOff[g]*n : (rowOff[g]+rows[g])*n])
 			continue
 		}
 		parts := c.pool.split((n+3)/4, 4*rows[g]*k)

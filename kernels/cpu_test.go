@@ -1,6 +1,8 @@
 package kernels_test
 
 import (
+	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/moemesh/moemesh/kernels"
@@ -27,4 +29,62 @@ func TestCPUThreads(t *testing.T) {
 		t.Cleanup(c.Close)
 		return c
 	})
+}
+
+func BenchmarkCPU(b *testing.B) {
+	kernelstest.Bench(b, func() kernels.Backend {
+		c := kernels.NewCPU()
+		b.Cleanup(c.Close)
+		return c
+	})
+}
+
+// TestCPUFeatures runs the suite on each narrower instruction set this
+// processor supports, so the AVX2 kernels and the pure-Go fallback are
+// tested on an AVX-512 machine too.
+func TestCPUFeatures(t *testing.T) {
+	for _, f := range []string{"avx2", "generic"} {
+		t.Run(f, func(t *testing.T) {
+			restore := kernels.SetFeatures(f)
+			defer restore()
+			t.Logf("kernels use %s", kernels.Features())
+			kernelstest.Run(t, newCPU(t))
+		})
+	}
+}
+
+// TestMatMulBatchInvariant checks that a row's result does not depend on
+// how many rows share the call, nor on the instruction set: every kernel
+// accumulates a dot product the same way.
+func TestMatMulBatchInvariant(t *testing.T) {
+	const m, n, k = 19, 37, 1029
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := make([]float32, m*k)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	w := make([]uint16, n*k)
+	for i := range w {
+		w[i] = uint16(math.Float32bits(float32(rng.NormFloat64())) >> 16)
+	}
+	run := func(features string, rows int) []float32 {
+		restore := kernels.SetFeatures(features)
+		defer restore()
+		c := kernels.NewCPU()
+		defer c.Close()
+		out := make([]float32, rows*n)
+		c.MatMul(c.WrapF32(out), c.WrapF32(x[:rows*k]), c.WrapBF16(w), rows, n, k)
+		return out
+	}
+	want := run("", m)
+	for _, features := range []string{"", "avx2"} {
+		for _, rows := range []int{1, 2, 5, m} {
+			got := run(features, rows)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("features %q, %d rows: element %d = %g, with %d rows %g", features, rows, i, got[i], m, want[i])
+				}
+			}
+		}
+	}
 }

@@ -2,19 +2,251 @@
 
 package kernels
 
-// Features names the instruction set the kernels use.
-func Features() string { return "generic" }
+import (
+	"math"
 
-func dotF32(x, y []float32) float32                         { return dotF32Go(x, y) }
-func dotBF16(x []float32, w []uint16) float32               { return dotBF16Go(x, w) }
-func dot1x4F32(out *[4]float32, x, w []float32, ldw, k int) { dot1x4F32Go(out, x, w, ldw, k) }
+	"golang.org/x/sys/cpu"
+)
+
+// The assembly kernels in simd_amd64.s handle a multiple of 16 elements;
+// the wrappers below add the remainder with math.FMA, and fall back to the
+// pure-Go kernels of simd_generic.go on processors without AVX2 and FMA.
+var (
+	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL
+	useAVX2   = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+)
+
+// Features names the instruction set the kernels use: "avx512", "avx2" or
+// "generic".
+func Features() string {
+	switch {
+	case useAVX512:
+		return "avx512"
+	case useAVX2:
+		return "avx2"
+	}
+	return "generic"
+}
+
+//go:noescape
+func dotF32AVX512(x, y *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX512(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dot1x4F32AVX512(out *[4]float32, x, w *float32, ldw, n int)
+
+//go:noescape
+func dot1x4BF16AVX512(out *[4]float32, x *float32, w *uint16, ldw, n int)
+
+//go:noescape
+func dot4x4F32AVX512(out *[16]float32, x *float32, ldx int, w *float32, ldw, n int)
+
+//go:noescape
+func dot4x4BF16AVX512(out *[16]float32, x *float32, ldx int, w *uint16, ldw, n int)
+
+//go:noescape
+func axpyAVX512(a float32, x, y *float32, n int)
+
+//go:noescape
+func dotF32AVX2(x, y *float32, n int) float32
+
+//go:noescape
+func dotBF16AVX2(x *float32, w *uint16, n int) float32
+
+//go:noescape
+func dot1x4F32AVX2(out *[4]float32, x, w *float32, ldw, n int)
+
+//go:noescape
+func dot1x4BF16AVX2(out *[4]float32, x *float32, w *uint16, ldw, n int)
+
+//go:noescape
+func axpyAVX2(a float32, x, y *float32, n int)
+
+func dotF32(x, y []float32) float32 {
+	n := len(x)
+	y = y[:n]
+	h := n &^ 15
+	var s float32
+	switch {
+	case h == 0:
+	case useAVX512:
+		s = dotF32AVX512(&x[0], &y[0], h)
+	case useAVX2:
+		s = dotF32AVX2(&x[0], &y[0], h)
+	default:
+		return dotF32Go(x, y)
+	}
+	for i := h; i < n; i++ {
+		s = fma32(x[i], y[i], s)
+	}
+	return s
+}
+
+func dotBF16(x []float32, w []uint16) float32 {
+	n := len(x)
+	w = w[:n]
+	h := n &^ 15
+	var s float32
+	switch {
+	case h == 0:
+	case useAVX512:
+		s = dotBF16AVX512(&x[0], &w[0], h)
+	case useAVX2:
+		s = dotBF16AVX2(&x[0], &w[0], h)
+	default:
+		return dotBF16Go(x, w)
+	}
+	for i := h; i < n; i++ {
+		s = fma32(x[i], bf16ToF32(w[i]), s)
+	}
+	return s
+}
+
+// fma32 returns a·b+c with one float64 rounding and one float32 rounding:
+// the float32 product is exact in float64, and the result differs from a
+// float32 FMA at most in rare halfway cases of the last bit.
+func fma32(a, b, c float32) float32 {
+	return float32(math.FMA(float64(a), float64(b), float64(c)))
+}
+
+func dot1x4F32(out *[4]float32, x, w []float32, ldw, k int) {
+	_ = x[k-1]
+	_ = w[3*ldw+k-1]
+	h := k &^ 15
+	switch {
+	case h == 0:
+		*out = [4]float32{}
+	case useAVX512:
+		dot1x4F32AVX512(out, &x[0], &w[0], ldw, h)
+	case useAVX2:
+		dot1x4F32AVX2(out, &x[0], &w[0], ldw, h)
+	default:
+		dot1x4F32Go(out, x, w, ldw, k)
+		return
+	}
+	for j := range 4 {
+		wr := w[j*ldw : j*ldw+k]
+		s := out[j]
+		for i := h; i < k; i++ {
+			s = fma32(x[i], wr[i], s)
+		}
+		out[j] = s
+	}
+}
+
 func dot1x4BF16(out *[4]float32, x []float32, w []uint16, ldw, k int) {
-	dot1x4BF16Go(out, x, w, ldw, k)
+	_ = x[k-1]
+	_ = w[3*ldw+k-1]
+	h := k &^ 15
+	switch {
+	case h == 0:
+		*out = [4]float32{}
+	case useAVX512:
+		dot1x4BF16AVX512(out, &x[0], &w[0], ldw, h)
+	case useAVX2:
+		dot1x4BF16AVX2(out, &x[0], &w[0], ldw, h)
+	default:
+		dot1x4BF16Go(out, x, w, ldw, k)
+		return
+	}
+	for j := range 4 {
+		wr := w[j*ldw : j*ldw+k]
+		s := out[j]
+		for i := h; i < k; i++ {
+			s = fma32(x[i], bf16ToF32(wr[i]), s)
+		}
+		out[j] = s
+	}
 }
+
 func dot4x4F32(out *[16]float32, x []float32, ldx int, w []float32, ldw, k int) {
-	dot4x4F32Go(out, x, ldx, w, ldw, k)
+	_ = x[3*ldx+k-1]
+	_ = w[3*ldw+k-1]
+	h := k &^ 15
+	switch {
+	case h == 0:
+		*out = [16]float32{}
+	case useAVX512:
+		dot4x4F32AVX512(out, &x[0], ldx, &w[0], ldw, h)
+	default:
+		// Without AVX-512 there are too few registers for 16
+		// accumulators; the four w rows stay in L1 across the x rows.
+		for i := range 4 {
+			dot1x4F32((*[4]float32)(out[4*i:]), x[i*ldx:], w, ldw, k)
+		}
+		return
+	}
+	for i := range 4 {
+		xr := x[i*ldx : i*ldx+k]
+		for j := range 4 {
+			wr := w[j*ldw : j*ldw+k]
+			s := out[4*i+j]
+			for l := h; l < k; l++ {
+				s = fma32(xr[l], wr[l], s)
+			}
+			out[4*i+j] = s
+		}
+	}
 }
+
 func dot4x4BF16(out *[16]float32, x []float32, ldx int, w []uint16, ldw, k int) {
-	dot4x4BF16Go(out, x, ldx, w, ldw, k)
+	_ = x[3*ldx+k-1]
+	_ = w[3*ldw+k-1]
+	h := k &^ 15
+	switch {
+	case h == 0:
+		*out = [16]float32{}
+	case useAVX512:
+		dot4x4BF16AVX512(out, &x[0], ldx, &w[0], ldw, h)
+	default:
+		for i := range 4 {
+			dot1x4BF16((*[4]float32)(out[4*i:]), x[i*ldx:], w, ldw, k)
+		}
+		return
+	}
+	for i := range 4 {
+		xr := x[i*ldx : i*ldx+k]
+		for j := range 4 {
+			wr := w[j*ldw : j*ldw+k]
+			s := out[4*i+j]
+			for l := h; l < k; l++ {
+				s = fma32(xr[l], bf16ToF32(wr[l]), s)
+			}
+			out[4*i+j] = s
+		}
+	}
 }
-func axpy(a float32, x, y []float32) { axpyGo(a, x, y) }
+
+func axpy(a float32, x, y []float32) {
+	n := len(y)
+	x = x[:n]
+	h := n &^ 15
+	switch {
+	case h == 0:
+	case useAVX512:
+		axpyAVX512(a, &x[0], &y[0], h)
+	case useAVX2:
+		axpyAVX2(a, &x[0], &y[0], h)
+	default:
+		axpyGo(a, x, y)
+		return
+	}
+	for i := h; i < n; i++ {
+		y[i] = fma32(a, x[i], y[i])
+	}
+}
+
+// setFeatures limits the kernels to the named instruction set, no further
+// than the processor allows; for tests.
+func setFeatures(name string) (restore func()) {
+	a512, a2 := useAVX512, useAVX2
+	switch name {
+	case "avx2":
+		useAVX512 = false
+	case "generic":
+		useAVX512, useAVX2 = false, false
+	}
+	return func() { useAVX512, useAVX2 = a512, a2 }
+}

@@ -191,7 +191,7 @@ func testSoftmax(t *testing.T, be kernels.Backend) {
 		}
 		x := randF32(rng, rows*n, 4)
 		if n > 2 {
-			x[0] = 1000 // overflows exp without the max subtraction
+			x[0] = 1000                  // overflows exp without the max subtraction
 			x[1] = float32(math.Inf(-1)) // a masked entry
 		}
 		g := f32Buf(t, be, x)

@@ -1,0 +1,488 @@
+//go:build !noasm
+
+#include "textflag.h"
+
+// Every kernel keeps one accumulator of 16 lanes per (x row, w row) pair,
+// lane i summing elements 16b+i with FMA, and reduces it the same way
+// (upper 8 lanes onto lower 8, upper 4 onto lower 4, then two pairwise
+// adds), so all kernels and both instruction sets give bit-identical dot
+// products. The AVX2 kernels hold the 16 lanes in two 8-lane registers.
+// n, the number of elements, is a multiple of 16; the Go wrappers add the
+// remainder.
+
+// RED16 folds the 16 lanes of ZS (whose lower 8 are YS) into 4 lanes of
+// XD (the lower 4 of YD). Uses Y8/X8.
+#define RED16(ZS, YS, YD, XD) \
+	VEXTRACTF64X4 $1, ZS, Y8; \
+	VADDPS        Y8, YS, YD; \
+	VEXTRACTF128  $1, YD, X8; \
+	VADDPS        X8, XD, XD
+
+// RED8x2 folds two 8-lane halves YL (lower) and YH into 4 lanes of XL.
+#define RED8x2(YL, XL, YH) \
+	VADDPS       YH, YL, YL; \
+	VEXTRACTF128 $1, YL, X8; \
+	VADDPS       X8, XL, XL
+
+// HSUM4 finishes four 4-lane sums in X0..X3 and stores them to DST.
+#define HSUM4(DST) \
+	VHADDPS X1, X0, X0; \
+	VHADDPS X3, X2, X2; \
+	VHADDPS X2, X0, X0; \
+	VMOVUPS X0, DST
+
+// WIDEN16 loads 16 bfloat16 values from SRC into Z as float32.
+#define WIDEN16(SRC, Z) \
+	VPMOVZXWD SRC, Z; \
+	VPSLLD    $16, Z, Z
+
+#define WIDEN8(SRC, Y) \
+	VPMOVZXWD SRC, Y; \
+	VPSLLD    $16, Y, Y
+
+// func dotF32AVX512(x, y *float32, n int) float32
+TEXT ·dotF32AVX512(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   y+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	TESTQ  CX, CX
+	JZ     dotf32_512_done
+
+dotf32_512_loop:
+	VMOVUPS     (SI), Z4
+	VFMADD231PS (DI), Z4, Z0
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         dotf32_512_loop
+
+dotf32_512_done:
+	RED16(Z0, Y0, Y0, X0)
+	VHADDPS    X0, X0, X0
+	VHADDPS    X0, X0, X0
+	VZEROUPPER
+	MOVSS      X0, ret+24(FP)
+	RET
+
+// func dotBF16AVX512(x *float32, w *uint16, n int) float32
+TEXT ·dotBF16AVX512(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   w+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	TESTQ  CX, CX
+	JZ     dotbf16_512_done
+
+dotbf16_512_loop:
+	WIDEN16((DI), Z5)
+	VFMADD231PS (SI), Z5, Z0
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	SUBQ        $16, CX
+	JNZ         dotbf16_512_loop
+
+dotbf16_512_done:
+	RED16(Z0, Y0, Y0, X0)
+	VHADDPS    X0, X0, X0
+	VHADDPS    X0, X0, X0
+	VZEROUPPER
+	MOVSS      X0, ret+24(FP)
+	RET
+
+// func dot1x4F32AVX512(out *[4]float32, x, w *float32, ldw, n int)
+TEXT ·dot1x4F32AVX512(SB), NOSPLIT, $0-40
+	MOVQ   out+0(FP), DX
+	MOVQ   x+8(FP), SI
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), R8
+	SHLQ   $2, R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   n+32(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ  CX, CX
+	JZ     d1x4f32_512_done
+
+d1x4f32_512_loop:
+	VMOVUPS     (SI), Z4
+	VFMADD231PS (DI), Z4, Z0
+	VFMADD231PS (DI)(R8*1), Z4, Z1
+	VFMADD231PS (DI)(R8*2), Z4, Z2
+	VFMADD231PS (DI)(R9*1), Z4, Z3
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         d1x4f32_512_loop
+
+d1x4f32_512_done:
+	RED16(Z0, Y0, Y0, X0)
+	RED16(Z1, Y1, Y1, X1)
+	RED16(Z2, Y2, Y2, X2)
+	RED16(Z3, Y3, Y3, X3)
+	HSUM4((DX))
+	VZEROUPPER
+	RET
+
+// func dot1x4BF16AVX512(out *[4]float32, x *float32, w *uint16, ldw, n int)
+TEXT ·dot1x4BF16AVX512(SB), NOSPLIT, $0-40
+	MOVQ   out+0(FP), DX
+	MOVQ   x+8(FP), SI
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), R8
+	SHLQ   $1, R8
+	LEAQ   (R8)(R8*2), R9
+	MOVQ   n+32(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	TESTQ  CX, CX
+	JZ     d1x4bf16_512_done
+
+d1x4bf16_512_loop:
+	VMOVUPS     (SI), Z4
+	WIDEN16((DI), Z5)
+	WIDEN16((DI)(R8*1), Z6)
+	WIDEN16((DI)(R8*2), Z7)
+	WIDEN16((DI)(R9*1), Z9)
+	VFMADD231PS Z5, Z4, Z0
+	VFMADD231PS Z6, Z4, Z1
+	VFMADD231PS Z7, Z4, Z2
+	VFMADD231PS Z9, Z4, Z3
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	SUBQ        $16, CX
+	JNZ         d1x4bf16_512_loop
+
+d1x4bf16_512_done:
+	RED16(Z0, Y0, Y0, X0)
+	RED16(Z1, Y1, Y1, X1)
+	RED16(Z2, Y2, Y2, X2)
+	RED16(Z3, Y3, Y3, X3)
+	HSUM4((DX))
+	VZEROUPPER
+	RET
+
+// FMA4x4 multiplies the x rows in Z0..Z3 with the w rows in Z4..Z7 into
+// the accumulators Z16..Z31 (Z16+4i+j for x row i, w row j).
+#define FMA4x4 \
+	VFMADD231PS Z4, Z0, Z16; \
+	VFMADD231PS Z5, Z0, Z17; \
+	VFMADD231PS Z6, Z0, Z18; \
+	VFMADD231PS Z7, Z0, Z19; \
+	VFMADD231PS Z4, Z1, Z20; \
+	VFMADD231PS Z5, Z1, Z21; \
+	VFMADD231PS Z6, Z1, Z22; \
+	VFMADD231PS Z7, Z1, Z23; \
+	VFMADD231PS Z4, Z2, Z24; \
+	VFMADD231PS Z5, Z2, Z25; \
+	VFMADD231PS Z6, Z2, Z26; \
+	VFMADD231PS Z7, Z2, Z27; \
+	VFMADD231PS Z4, Z3, Z28; \
+	VFMADD231PS Z5, Z3, Z29; \
+	VFMADD231PS Z6, Z3, Z30; \
+	VFMADD231PS Z7, Z3, Z31
+
+#define ZERO4x4 \
+	VPXORD Z16, Z16, Z16; \
+	VPXORD Z17, Z17, Z17; \
+	VPXORD Z18, Z18, Z18; \
+	VPXORD Z19, Z19, Z19; \
+	VPXORD Z20, Z20, Z20; \
+	VPXORD Z21, Z21, Z21; \
+	VPXORD Z22, Z22, Z22; \
+	VPXORD Z23, Z23, Z23; \
+	VPXORD Z24, Z24, Z24; \
+	VPXORD Z25, Z25, Z25; \
+	VPXORD Z26, Z26, Z26; \
+	VPXORD Z27, Z27, Z27; \
+	VPXORD Z28, Z28, Z28; \
+	VPXORD Z29, Z29, Z29; \
+	VPXORD Z30, Z30, Z30; \
+	VPXORD Z31, Z31, Z31
+
+// STORE4 reduces the accumulators A..D of one x row and stores 4 sums.
+#define STORE4(A, AY, B, BY, C, CY, D, DY, DST) \
+	RED16(A, AY, Y0, X0); \
+	RED16(B, BY, Y1, X1); \
+	RED16(C, CY, Y2, X2); \
+	RED16(D, DY, Y3, X3); \
+	HSUM4(DST)
+
+#define STORE4x4 \
+	STORE4(Z16, Y16, Z17, Y17, Z18, Y18, Z19, Y19, (DX)); \
+	STORE4(Z20, Y20, Z21, Y21, Z22, Y22, Z23, Y23, 16(DX)); \
+	STORE4(Z24, Y24, Z25, Y25, Z26, Y26, Z27, Y27, 32(DX)); \
+	STORE4(Z28, Y28, Z29, Y29, Z30, Y30, Z31, Y31, 48(DX))
+
+// func dot4x4F32AVX512(out *[16]float32, x *float32, ldx int, w *float32, ldw, n int)
+TEXT ·dot4x4F32AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DX
+	MOVQ x+8(FP), SI
+	MOVQ ldx+16(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ w+24(FP), DI
+	MOVQ ldw+32(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ n+40(FP), CX
+	ZERO4x4
+	TESTQ CX, CX
+	JZ    d4x4f32_512_done
+
+d4x4f32_512_loop:
+	VMOVUPS (SI), Z0
+	VMOVUPS (SI)(R10*1), Z1
+	VMOVUPS (SI)(R10*2), Z2
+	VMOVUPS (SI)(R11*1), Z3
+	VMOVUPS (DI), Z4
+	VMOVUPS (DI)(R8*1), Z5
+	VMOVUPS (DI)(R8*2), Z6
+	VMOVUPS (DI)(R9*1), Z7
+	FMA4x4
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	JNZ     d4x4f32_512_loop
+
+d4x4f32_512_done:
+	STORE4x4
+	VZEROUPPER
+	RET
+
+// func dot4x4BF16AVX512(out *[16]float32, x *float32, ldx int, w *uint16, ldw, n int)
+TEXT ·dot4x4BF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DX
+	MOVQ x+8(FP), SI
+	MOVQ ldx+16(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	MOVQ w+24(FP), DI
+	MOVQ ldw+32(FP), R8
+	SHLQ $1, R8
+	LEAQ (R8)(R8*2), R9
+	MOVQ n+40(FP), CX
+	ZERO4x4
+	TESTQ CX, CX
+	JZ    d4x4bf16_512_done
+
+d4x4bf16_512_loop:
+	VMOVUPS (SI), Z0
+	VMOVUPS (SI)(R10*1), Z1
+	VMOVUPS (SI)(R10*2), Z2
+	VMOVUPS (SI)(R11*1), Z3
+	WIDEN16((DI), Z4)
+	WIDEN16((DI)(R8*1), Z5)
+	WIDEN16((DI)(R8*2), Z6)
+	WIDEN16((DI)(R9*1), Z7)
+	FMA4x4
+	ADDQ    $64, SI
+	ADDQ    $32, DI
+	SUBQ    $16, CX
+	JNZ     d4x4bf16_512_loop
+
+d4x4bf16_512_done:
+	STORE4x4
+	VZEROUPPER
+	RET
+
+// func axpyAVX512(a float32, x, y *float32, n int)
+TEXT ·axpyAVX512(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Z0
+	MOVQ         x+8(FP), SI
+	MOVQ         y+16(FP), DI
+	MOVQ         n+24(FP), CX
+	TESTQ        CX, CX
+	JZ           axpy_512_done
+
+axpy_512_loop:
+	VMOVUPS     (DI), Z1
+	VFMADD231PS (SI), Z0, Z1
+	VMOVUPS     Z1, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         axpy_512_loop
+
+axpy_512_done:
+	VZEROUPPER
+	RET
+
+// func dotF32AVX2(x, y *float32, n int) float32
+TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   y+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y4, Y4, Y4
+	TESTQ  CX, CX
+	JZ     dotf32_256_done
+
+dotf32_256_loop:
+	VMOVUPS     (SI), Y9
+	VMOVUPS     32(SI), Y10
+	VFMADD231PS (DI), Y9, Y0
+	VFMADD231PS 32(DI), Y10, Y4
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         dotf32_256_loop
+
+dotf32_256_done:
+	RED8x2(Y0, X0, Y4)
+	VHADDPS    X0, X0, X0
+	VHADDPS    X0, X0, X0
+	VZEROUPPER
+	MOVSS      X0, ret+24(FP)
+	RET
+
+// func dotBF16AVX2(x *float32, w *uint16, n int) float32
+TEXT ·dotBF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   w+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y4, Y4, Y4
+	TESTQ  CX, CX
+	JZ     dotbf16_256_done
+
+dotbf16_256_loop:
+	WIDEN8((DI), Y9)
+	WIDEN8(16(DI), Y10)
+	VFMADD231PS (SI), Y9, Y0
+	VFMADD231PS 32(SI), Y10, Y4
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	SUBQ        $16, CX
+	JNZ         dotbf16_256_loop
+
+dotbf16_256_done:
+	RED8x2(Y0, X0, Y4)
+	VHADDPS    X0, X0, X0
+	VHADDPS    X0, X0, X0
+	VZEROUPPER
+	MOVSS      X0, ret+24(FP)
+	RET
+
+#define RED4x2 \
+	RED8x2(Y0, X0, Y4); \
+	RED8x2(Y1, X1, Y5); \
+	RED8x2(Y2, X2, Y6); \
+	RED8x2(Y3, X3, Y7)
+
+#define ZERO4x2 \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3; \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7
+
+// func dot1x4F32AVX2(out *[4]float32, x, w *float32, ldw, n int)
+TEXT ·dot1x4F32AVX2(SB), NOSPLIT, $0-40
+	MOVQ  out+0(FP), DX
+	MOVQ  x+8(FP), SI
+	MOVQ  w+16(FP), DI
+	MOVQ  ldw+24(FP), R8
+	SHLQ  $2, R8
+	LEAQ  (R8)(R8*2), R9
+	MOVQ  n+32(FP), CX
+	ZERO4x2
+	TESTQ CX, CX
+	JZ    d1x4f32_256_done
+
+d1x4f32_256_loop:
+	VMOVUPS     (SI), Y9
+	VMOVUPS     32(SI), Y10
+	VFMADD231PS (DI), Y9, Y0
+	VFMADD231PS 32(DI), Y10, Y4
+	VFMADD231PS (DI)(R8*1), Y9, Y1
+	VFMADD231PS 32(DI)(R8*1), Y10, Y5
+	VFMADD231PS (DI)(R8*2), Y9, Y2
+	VFMADD231PS 32(DI)(R8*2), Y10, Y6
+	VFMADD231PS (DI)(R9*1), Y9, Y3
+	VFMADD231PS 32(DI)(R9*1), Y10, Y7
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         d1x4f32_256_loop
+
+d1x4f32_256_done:
+	RED4x2
+	HSUM4((DX))
+	VZEROUPPER
+	RET
+
+// func dot1x4BF16AVX2(out *[4]float32, x *float32, w *uint16, ldw, n int)
+TEXT ·dot1x4BF16AVX2(SB), NOSPLIT, $0-40
+	MOVQ  out+0(FP), DX
+	MOVQ  x+8(FP), SI
+	MOVQ  w+16(FP), DI
+	MOVQ  ldw+24(FP), R8
+	SHLQ  $1, R8
+	LEAQ  (R8)(R8*2), R9
+	MOVQ  n+32(FP), CX
+	ZERO4x2
+	TESTQ CX, CX
+	JZ    d1x4bf16_256_done
+
+d1x4bf16_256_loop:
+	VMOVUPS     (SI), Y9
+	VMOVUPS     32(SI), Y10
+	WIDEN8((DI), Y11)
+	WIDEN8(16(DI), Y12)
+	VFMADD231PS Y11, Y9, Y0
+	VFMADD231PS Y12, Y10, Y4
+	WIDEN8((DI)(R8*1), Y11)
+	WIDEN8(16(DI)(R8*1), Y12)
+	VFMADD231PS Y11, Y9, Y1
+	VFMADD231PS Y12, Y10, Y5
+	WIDEN8((DI)(R8*2), Y11)
+	WIDEN8(16(DI)(R8*2), Y12)
+	VFMADD231PS Y11, Y9, Y2
+	VFMADD231PS Y12, Y10, Y6
+	WIDEN8((DI)(R9*1), Y11)
+	WIDEN8(16(DI)(R9*1), Y12)
+	VFMADD231PS Y11, Y9, Y3
+	VFMADD231PS Y12, Y10, Y7
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	SUBQ        $16, CX
+	JNZ         d1x4bf16_256_loop
+
+d1x4bf16_256_done:
+	RED4x2
+	HSUM4((DX))
+	VZEROUPPER
+	RET
+
+// func axpyAVX2(a float32, x, y *float32, n int)
+TEXT ·axpyAVX2(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Y0
+	MOVQ         x+8(FP), SI
+	MOVQ         y+16(FP), DI
+	MOVQ         n+24(FP), CX
+	TESTQ        CX, CX
+	JZ           axpy_256_done
+
+axpy_256_loop:
+	VMOVUPS     (DI), Y1
+	VMOVUPS     32(DI), Y2
+	VFMADD231PS (SI), Y0, Y1
+	VFMADD231PS 32(SI), Y0, Y2
+	VMOVUPS     Y1, (DI)
+	VMOVUPS     Y2, 32(DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         axpy_256_loop
+
+axpy_256_done:
+	VZEROUPPER
+	RET
