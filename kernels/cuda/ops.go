@@ -328,5 +328,5 @@ func (b *Backend) Attention(out, q, kc, vc kernels.Buffer, p kernels.AttnParams)
 	b.launch("attention_paged_f32", tokens*p.Heads, 1, 1, 128,
 		new(launchArgs).ptr(o.ptr).ptr(qb.ptr).ptr(kcb.ptr).ptr(vcb.ptr).
 			ptr(sp).ptr(pp).ptr(op).ptr(bp).
-			int(p.Heads).num(p.KVHeads).num(p.HeadDim).f32(p.Scale).num(p.BlockSize))
+			num(p.Heads).num(p.KVHeads).num(p.HeadDim).f32(p.Scale).num(p.BlockSize))
 }
