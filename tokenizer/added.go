@@ -22,6 +22,9 @@ type addedToken struct {
 type addedMatcher struct {
 	byFirst [256][]addedToken // candidates by first byte, longest first
 	any     bool
+	// firstByte is the first byte of every token when they all share one
+	// ('<' for Qwen3), so that scanning can use strings.IndexByte.
+	firstByte int
 }
 
 func (m *addedMatcher) add(a addedToken) {
@@ -30,6 +33,16 @@ func (m *addedMatcher) add(a addedToken) {
 }
 
 func (m *addedMatcher) finish() {
+	m.firstByte = -1
+	for i := range m.byFirst {
+		if len(m.byFirst[i]) > 0 {
+			if m.firstByte == -1 {
+				m.firstByte = i
+			} else {
+				m.firstByte = -2 // several
+			}
+		}
+	}
 	for i := range m.byFirst {
 		c := m.byFirst[i]
 		sort.SliceStable(c, func(a, b int) bool { return len(c[a].content) > len(c[b].content) })
@@ -49,6 +62,13 @@ func (m *addedMatcher) split(s string, dst []segment) []segment {
 	}
 	textStart := 0
 	for i := 0; i < len(s); {
+		if m.firstByte >= 0 {
+			k := strings.IndexByte(s[i:], byte(m.firstByte))
+			if k < 0 {
+				break
+			}
+			i += k
+		}
 		a, ok := m.matchAt(s, i)
 		if !ok {
 			i++
