@@ -1,0 +1,26 @@
+// Package sampling turns a row of next-token logits into a token id.
+//
+// A Params value says how: temperature, top-k, top-p, min-p and the
+// repetition and presence penalties, plus the seed of the random stream.
+// Greedy, ThinkingDefaults and NonThinkingDefaults return the settings the
+// Qwen3 model card recommends; the zero Params is not valid.
+//
+// A Sampler applies one Params to one sequence. It owns a PCG generator
+// seeded from Params.Seed and scratch buffers, so after the first call
+// Sample allocates nothing and never writes to the caller's logits. The same
+// seed, logits and history give the same tokens on every platform: all the
+// arithmetic is IEEE float32/float64 with explicit rounding and a portable
+// exponential, so no result depends on fused multiply-add or on an assembly
+// math routine.
+//
+// Sample applies the steps in the order Hugging Face transformers and vLLM
+// use:
+//
+//	repetition penalty → presence penalty → temperature → top-k → top-p → min-p → draw
+//
+// Temperature 0 skips the random steps and returns the arg max of the
+// penalized logits, ties going to the lowest id. NaN logits count as -Inf.
+// docs/sampling.md gives the exact definition of each step.
+//
+// This package does no I/O and imports no other moemesh package.
+package sampling

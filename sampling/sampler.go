@@ -1,0 +1,377 @@
+package sampling
+
+import (
+	"cmp"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// pcgStream is the second PCG seed word; New seeds the generator with
+// (Params.Seed, Params.Seed^pcgStream). Changing it changes every seeded
+// token sequence.
+const pcgStream = 0x9e3779b97f4a7c15
+
+// Sampler draws tokens for one sequence with fixed Params. It is not safe
+// for concurrent use; give each sequence its own Sampler.
+type Sampler struct {
+	p   Params
+	rng *rand.Rand
+
+	// Scratch, grown to the vocabulary size on first use and reused.
+	x    []float32 // penalized logits, NaN replaced by -Inf
+	cand []int32   // candidate token ids
+	w    []float64 // w[i] is the unnormalized probability of cand[i]
+}
+
+// New returns a Sampler for p, with its PCG generator seeded from p.Seed.
+// It returns an error wrapping ErrBadParams if p.Validate fails.
+func New(p Params) (*Sampler, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^pcgStream))}, nil
+}
+
+// Params returns the parameters s was created with.
+func (s *Sampler) Params() Params { return s.p }
+
+// Sample returns the next token id, in [0, len(logits)).
+//
+// logits holds one score per vocabulary id; Sample reads it and never
+// writes to it. prompt and generated are the token ids of the prompt and of
+// the tokens generated so far: the repetition penalty applies to ids in
+// either, the presence penalty only to ids in generated. Ids outside
+// [0, len(logits)) are ignored. Sample keeps no reference to its arguments.
+//
+// With Temperature 0 the result is the arg max of the penalized logits, ties
+// to the lowest id, and no random number is drawn. Otherwise exactly one is
+// drawn, unless every logit is -Inf or NaN, in which case Sample returns 0.
+// Sample panics if logits is empty.
+func (s *Sampler) Sample(logits []float32, prompt, generated []int) int {
+	if len(logits) == 0 {
+		panic("sampling: Sample called with empty logits")
+	}
+	x := s.penalize(logits, prompt, generated)
+	best := argmax(x)
+	if s.p.Temperature == 0 || math.IsInf(float64(x[best]), -1) {
+		return best
+	}
+	cand, w := s.filter(x, best)
+	return int(s.draw(cand, w))
+}
+
+// penalize copies logits into s.x with NaN replaced by -Inf, applies the
+// repetition and presence penalties, and returns s.x.
+//
+// Each penalized entry is recomputed from the original logit, so an id that
+// occurs many times is penalized exactly once.
+func (s *Sampler) penalize(logits []float32, prompt, generated []int) []float32 {
+	n := len(logits)
+	s.x = grow(s.x, n)
+	x := s.x
+	for i, v := range logits {
+		if v != v {
+			v = float32(math.Inf(-1))
+		}
+		x[i] = v
+	}
+	rp, pp := s.p.RepetitionPenalty, s.p.PresencePenalty
+	if rp != 1 {
+		for _, id := range prompt {
+			if uint(id) < uint(n) {
+				x[id] = repetition(clean(logits[id]), rp)
+			}
+		}
+	}
+	if rp != 1 || pp != 0 {
+		for _, id := range generated {
+			if uint(id) < uint(n) {
+				x[id] = repetition(clean(logits[id]), rp) - pp
+			}
+		}
+	}
+	return x
+}
+
+// clean maps NaN to -Inf.
+func clean(v float32) float32 {
+	if v != v {
+		return float32(math.Inf(-1))
+	}
+	return v
+}
+
+// repetition applies the Hugging Face repetition penalty to one logit.
+func repetition(v, penalty float32) float32 {
+	if penalty == 1 {
+		return v
+	}
+	if v > 0 {
+		return v / penalty
+	}
+	return float32(v * penalty) // the conversion forbids fusing with a later subtraction
+}
+
+// argmax returns the index of the largest value, ties to the lowest index.
+// x holds no NaN.
+func argmax(x []float32) int {
+	best, bv := 0, x[0]
+	for i, v := range x {
+		if v > bv {
+			best, bv = i, v
+		}
+	}
+	return best
+}
+
+// filter applies temperature, top-k, top-p and min-p to the penalized
+// logits x, whose arg max is best and finite or +Inf. It returns the
+// surviving ids and their unnormalized probabilities, both non-empty and
+// aligned; the two slices alias s.cand and s.w.
+func (s *Sampler) filter(x []float32, best int) ([]int32, []float64) {
+	n := len(x)
+	k := s.p.TopK
+	topK := k > 0 && k < n
+	if !topK {
+		k = n
+	}
+	s.cand = grow(s.cand, k)
+	s.w = grow(s.w, k)
+	sc := scale{max: x[best], inf: math.IsInf(float64(x[best]), 1), t: float64(s.p.Temperature)}
+
+	var (
+		cand  []int32
+		w     []float64
+		total float64
+	)
+	if topK {
+		cand = s.selectTopK(x, k)
+		w = s.w[:len(cand)]
+		for i, id := range cand {
+			w[i] = sc.weight(x[id])
+			total += w[i]
+		}
+		if s.p.TopP < 1 {
+			keep, _ := nucleus(w, float64(float64(s.p.TopP)*total))
+			cand, w = cand[:keep], w[:keep]
+		}
+	} else {
+		// Every id whose weight underflows to 0 is left out: it can never
+		// be drawn, and top-p would drop it anyway.
+		var mass [massBuckets]float64
+		cand, w = s.cand[:0], s.w[:0]
+		for i, v := range x {
+			wi := sc.weight(v)
+			if wi == 0 {
+				continue
+			}
+			cand, w = append(cand, int32(i)), append(w, wi)
+			total += wi
+			mass[bucket(wi)] += wi
+		}
+		if s.p.TopP < 1 {
+			cand, w = s.nucleusUnsorted(x, sc, cand, w, &mass, float64(float64(s.p.TopP)*total))
+		}
+	}
+
+	if s.p.MinP > 0 {
+		// The best token's weight is 1 and survives top-p, so min-p times
+		// its probability is min-p itself in weight units, whatever the
+		// normalization.
+		minp := float64(s.p.MinP)
+		keep := 0
+		for i, wi := range w {
+			if wi >= minp {
+				cand[keep], w[keep] = cand[i], wi
+				keep++
+			}
+		}
+		cand, w = cand[:keep], w[:keep]
+	}
+	return cand, w
+}
+
+// scale turns a penalized logit into an unnormalized probability at
+// temperature t: exp((v - max)/t), computed in float64, so the best token
+// weighs exactly 1 and no scaled logit overflows. If max is +Inf, the +Inf
+// tokens weigh 1 and all others 0.
+type scale struct {
+	max float32
+	inf bool
+	t   float64
+}
+
+func (sc scale) weight(v float32) float64 {
+	if sc.inf {
+		if v == sc.max {
+			return 1
+		}
+		return 0
+	}
+	return expNeg((float64(v) - float64(sc.max)) / sc.t)
+}
+
+// nucleus returns how many leading weights top-p keeps: the shortest prefix
+// whose running sum reaches limit, at least one. ok is false if the whole of
+// w sums to less than limit (then keep is len(w)).
+func nucleus(w []float64, limit float64) (keep int, ok bool) {
+	var cum float64
+	for keep < len(w) {
+		cum += w[keep]
+		keep++
+		if cum >= limit {
+			return keep, true
+		}
+	}
+	return keep, false
+}
+
+// massBuckets is the number of weight buckets nucleusUnsorted uses; bucket
+// b holds weights in [2^-(b+1), 2^-b), the last one everything smaller.
+const massBuckets = 64
+
+// bucket returns the mass bucket of a weight in (0, 1].
+func bucket(w float64) int {
+	e := 1022 - int(math.Float64bits(w)>>52) // w in [2^-(e+1), 2^-e)
+	return min(max(e, 0), massBuckets-1)
+}
+
+// nucleusUnsorted applies top-p to candidates in id order without sorting
+// all of them. mass[b] is the weight in bucket b. The buckets show how far
+// down the weights the nucleus can reach; only ids in those buckets and one
+// more are sorted (best first) and scanned. If rounding leaves that subset
+// short of limit, it falls back to sorting every candidate. Either way the
+// result is the prefix of the full sorted order that nucleus would keep.
+func (s *Sampler) nucleusUnsorted(x []float32, sc scale, cand []int32, w []float64, mass *[massBuckets]float64, limit float64) ([]int32, []float64) {
+	var cum float64
+	last := massBuckets - 1
+	for b, m := range mass {
+		cum += m
+		if cum >= limit {
+			last = b
+			break
+		}
+	}
+	last = min(last+1, massBuckets-1)
+
+	sub := cand[:0]
+	for i, id := range cand {
+		if bucket(w[i]) <= last {
+			sub = append(sub, id)
+		}
+	}
+	if keep, ok := s.sortedNucleus(x, sc, sub, w, limit); ok || len(sub) == len(cand) {
+		return sub[:keep], w[:keep]
+	}
+
+	// Rebuild the full candidate list, which the compaction above overwrote.
+	all := cand[:0]
+	for i, v := range x {
+		if sc.weight(v) != 0 {
+			all = append(all, int32(i))
+		}
+	}
+	keep, _ := s.sortedNucleus(x, sc, all, w[:len(all)], limit)
+	return all[:keep], w[:keep]
+}
+
+// sortedNucleus sorts ids best first, fills w with their weights and
+// returns nucleus's verdict on them.
+func (s *Sampler) sortedNucleus(x []float32, sc scale, ids []int32, w []float64, limit float64) (int, bool) {
+	slices.SortFunc(ids, func(a, b int32) int { return compareRank(x, a, b) })
+	w = w[:len(ids)]
+	for i, id := range ids {
+		w[i] = sc.weight(x[id])
+	}
+	return nucleus(w, limit)
+}
+
+// selectTopK returns the k ids with the largest x, ties to the lowest id,
+// sorted by decreasing logit and then increasing id. -Inf entries are left
+// out, so fewer than k ids may come back. It keeps a size-k min-heap of the
+// best ids seen so far in s.cand: O(n log k) time, no full sort.
+func (s *Sampler) selectTopK(x []float32, k int) []int32 {
+	h := s.cand[:0]
+	// worse reports whether id a ranks below id b.
+	worse := func(a, b int32) bool {
+		return x[a] < x[b] || (x[a] == x[b] && a > b)
+	}
+	for i, v := range x {
+		if math.IsInf(float64(v), -1) {
+			continue
+		}
+		id := int32(i)
+		if len(h) < k {
+			h = append(h, id)
+			for j := len(h) - 1; j > 0; { // sift up
+				parent := (j - 1) / 2
+				if !worse(h[j], h[parent]) {
+					break
+				}
+				h[j], h[parent] = h[parent], h[j]
+				j = parent
+			}
+			continue
+		}
+		// Ids arrive in increasing order, so an equal logit loses the tie.
+		if !(v > x[h[0]]) {
+			continue
+		}
+		h[0] = id
+		for j := 0; ; { // sift down
+			l, m := 2*j+1, j
+			if l < len(h) && worse(h[l], h[m]) {
+				m = l
+			}
+			if r := l + 1; r < len(h) && worse(h[r], h[m]) {
+				m = r
+			}
+			if m == j {
+				break
+			}
+			h[j], h[m] = h[m], h[j]
+			j = m
+		}
+	}
+	slices.SortFunc(h, func(a, b int32) int { return compareRank(x, a, b) })
+	return h
+}
+
+// compareRank orders ids by decreasing logit, then increasing id.
+func compareRank(x []float32, a, b int32) int {
+	if c := cmp.Compare(x[b], x[a]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a, b)
+}
+
+// draw picks cand[i] with probability w[i] / sum(w).
+func (s *Sampler) draw(cand []int32, w []float64) int32 {
+	var total float64
+	for _, wi := range w {
+		total += wi
+	}
+	u := float64(s.rng.Float64() * total)
+	var cum float64
+	last := 0
+	for i, wi := range w {
+		cum += wi
+		if u < cum {
+			return cand[i]
+		}
+		if wi > 0 {
+			last = i
+		}
+	}
+	return cand[last] // u rounded up to total
+}
+
+// grow returns b resliced to length n, reallocating only when its capacity
+// is too small.
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
+}
