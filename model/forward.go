@@ -12,6 +12,9 @@ import (
 // positions [StartPos, StartPos+len(Tokens)); Blocks is its block table,
 // already large enough for those positions.
 type SeqInput struct {
+	// ID identifies the sequence across steps (a cluster keeps its KV
+	// cache on the attention group chosen by ID).
+	ID       uint64
 	Tokens   []int32
 	StartPos int
 	Blocks   []int32
@@ -59,6 +62,11 @@ func NewModel(cfg *Config, w *Weights, b kernels.Backend, s Shard, blockSize, nu
 	}
 	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, scratch: map[string]kernels.Buffer{}}, nil
 }
+
+// Scratch returns a named F32 scratch buffer of n elements owned by the
+// model and reused across steps; it stays valid until the next call with
+// the same name.
+func (m *Model) Scratch(name string, n int) (kernels.Buffer, error) { return m.buf("ext:"+name, n) }
 
 // buf returns a scratch F32 buffer of at least n elements, reused across steps.
 func (m *Model) buf(name string, n int) (kernels.Buffer, error) {
@@ -130,15 +138,24 @@ func (m *Model) meta(seqs []SeqInput) (*stepMeta, error) {
 // logits of the requested rows: for each sequence in order, its last token
 // or all its tokens when AllLogits, each row VocabSize floats.
 func (m *Model) Forward(ctx context.Context, seqs []SeqInput) ([][]float32, error) {
-	x, st, err := m.Hidden(ctx, seqs)
+	x, rows, err := m.Hidden(ctx, seqs)
 	if err != nil {
 		return nil, err
 	}
-	return m.Logits(x, st.outRows)
+	return m.Logits(x, rows)
 }
 
-// Hidden runs embedding and all layers and returns the residual stream [tokens, hidden].
-func (m *Model) Hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *stepMeta, error) {
+// Hidden runs embedding and all layers and returns the residual stream
+// [tokens, hidden] and the rows whose logits were asked for (see Forward).
+func (m *Model) Hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, []int32, error) {
+	x, st, err := m.hidden(ctx, seqs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, st.outRows, nil
+}
+
+func (m *Model) hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *stepMeta, error) {
 	st, err := m.meta(seqs)
 	if err != nil {
 		return nil, nil, err

@@ -79,7 +79,7 @@ func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, 
 			if err := pool.Reserve(s, s.Len+len(pending[i])); err != nil {
 				return out, err
 			}
-			in[j] = SeqInput{Tokens: pending[i], StartPos: s.Len, Blocks: s.Blocks}
+			in[j] = SeqInput{ID: s.ID, Tokens: pending[i], StartPos: s.Len, Blocks: s.Blocks}
 		}
 		rows, err := st.Forward(ctx, in)
 		if err != nil {

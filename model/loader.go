@@ -37,6 +37,8 @@ func loadWeights(ck *Checkpoint, cfg *Config, b kernels.Backend, s Shard, progre
 		if err := l.tensor(&w.Embed, "model.embed_tokens.weight", ""); err != nil {
 			return nil, err
 		}
+	}
+	if !s.SkipEmbeddings && !s.SkipLMHead {
 		if err := l.tensor(&w.Norm, "model.norm.weight", "f32"); err != nil {
 			return nil, err
 		}

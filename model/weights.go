@@ -66,6 +66,9 @@ type Shard struct {
 	// SkipEmbeddings leaves out embed_tokens, model.norm and lm_head (a
 	// worker that never embeds nor samples).
 	SkipEmbeddings bool
+	// SkipLMHead leaves out model.norm and lm_head (tensor-parallel ranks
+	// other than 0 never produce logits).
+	SkipLMHead bool
 }
 
 // HeadRange is the half-open range of heads held by a rank.

@@ -566,7 +566,10 @@ type SeqStep struct {
 	AttnGroup uint32 `protobuf:"varint,6,opt,name=attn_group,json=attnGroup,proto3" json:"attn_group,omitempty"`
 	// sample is false for a prefill chunk that does not end the prompt: no
 	// token is sampled for it.
-	Sample        bool `protobuf:"varint,7,opt,name=sample,proto3" json:"sample,omitempty"`
+	Sample bool `protobuf:"varint,7,opt,name=sample,proto3" json:"sample,omitempty"`
+	// all_logits asks for the logits of every position fed this step, not
+	// just the last (SeqResult.logits is then F32 [len(tokens), vocab]).
+	AllLogits     bool `protobuf:"varint,8,opt,name=all_logits,json=allLogits,proto3" json:"all_logits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,13 +653,21 @@ func (x *SeqStep) GetSample() bool {
 	return false
 }
 
+func (x *SeqStep) GetAllLogits() bool {
+	if x != nil {
+		return x.AllLogits
+	}
+	return false
+}
+
 // SeqResult is one sequence's outcome of a step.
 type SeqResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	SeqId uint64                 `protobuf:"varint,1,opt,name=seq_id,json=seqId,proto3" json:"seq_id,omitempty"`
 	// token is the sampled token, or -1 when SeqStep.sample was false.
 	Token int32 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
-	// logits of the last position, F32 [vocab], when StepRequest.return_logits.
+	// logits of the last position, F32 [1, vocab], when
+	// StepRequest.return_logits (every position with SeqStep.all_logits).
 	Logits        *Tensor `protobuf:"bytes,3,opt,name=logits,proto3" json:"logits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -918,7 +929,7 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\x05min_p\x18\x04 \x01(\x02R\x04minP\x12)\n" +
 	"\x10presence_penalty\x18\x05 \x01(\x02R\x0fpresencePenalty\x12-\n" +
 	"\x12repetition_penalty\x18\x06 \x01(\x02R\x11repetitionPenalty\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"\xdf\x01\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"\xfe\x01\n" +
 	"\aSeqStep\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x1b\n" +
@@ -928,7 +939,9 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\bsampling\x18\x05 \x01(\v2\x14.moemesh.v1.SamplingR\bsampling\x12\x1d\n" +
 	"\n" +
 	"attn_group\x18\x06 \x01(\rR\tattnGroup\x12\x16\n" +
-	"\x06sample\x18\a \x01(\bR\x06sample\"d\n" +
+	"\x06sample\x18\a \x01(\bR\x06sample\x12\x1d\n" +
+	"\n" +
+	"all_logits\x18\b \x01(\bR\tallLogits\"d\n" +
 	"\tSeqResult\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x05R\x05token\x12*\n" +

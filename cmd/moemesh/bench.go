@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/sampling"
+)
+
+func init() { register(newBenchCmd) }
+
+type benchOptions struct {
+	Model    string
+	Batches  string
+	Prompt   int
+	Tokens   int
+	Cluster  clusterFlags
+	batchSzs []int
+}
+
+func (o *benchOptions) Complete() error {
+	for _, f := range strings.Split(o.Batches, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return usagef("--batch: %q is not a positive integer", f)
+		}
+		o.batchSzs = append(o.batchSzs, n)
+	}
+	return nil
+}
+
+func (o *benchOptions) Validate() error {
+	if o.Model == "" {
+		return usagef("--model is required (make one with: moemesh gen-model --preset bench --out DIR)")
+	}
+	if o.Prompt <= 0 || o.Tokens <= 0 {
+		return usagef("--prompt-tokens and --tokens must be positive")
+	}
+	return o.Cluster.Validate()
+}
+
+func newBenchCmd(s IOStreams) *cobra.Command {
+	o := &benchOptions{}
+	cmd := &cobra.Command{
+		Use:   "bench --model DIR [--batch 1,16]",
+		Short: "Measure prefill and decode tokens/s, and decode against the memory-bandwidth bound",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Complete(); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), s)
+		},
+	}
+	cmd.Flags().StringVar(&o.Model, "model", "", "model directory")
+	cmd.Flags().StringVar(&o.Batches, "batch", "1,16", "comma-separated decode batch sizes")
+	cmd.Flags().IntVar(&o.Prompt, "prompt-tokens", 128, "prompt length per sequence (prefill)")
+	cmd.Flags().IntVar(&o.Tokens, "tokens", 32, "decode steps per batch size")
+	o.Cluster.AddFlags(cmd)
+	return cmd
+}
+
+func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg, err := model.LoadConfig(o.Model)
+	if err != nil {
+		return err
+	}
+	st, pool, closeFn, err := o.Cluster.Stepper(ctx, s, o.Model)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	active := ActiveWeightBytes(cfg)
+	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tbound tok/s\tfraction of bound\t\n")
+	for _, b := range o.batchSzs {
+		prefill, decode, err := benchOnce(ctx, st, pool, cfg.VocabSize, b, o.Prompt, o.Tokens)
+		if err != nil {
+			return err
+		}
+		// Measure the bandwidth right after the run, on the same machine state.
+		bw := CopyBandwidth(256<<20, 3)
+		bound := bw / float64(active)
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t\n", b, prefill, decode, bw/1e9, bound, decode/float64(b)/bound)
+	}
+	fmt.Fprintf(tw, "\nactive weight bytes per token: %d (%.1f MB); threads: %d\n", active, float64(active)/1e6, runtime.GOMAXPROCS(0))
+	return tw.Flush()
+}
+
+// benchOnce prefills batch prompts of promptLen tokens in one step, then
+// decodes steps tokens for every sequence; it returns tokens/s of each phase.
+func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, vocab, batch, promptLen, steps int) (prefill, decode float64, err error) {
+	seqs := make([]*model.Seq, batch)
+	defer func() {
+		for _, sq := range seqs {
+			if sq != nil {
+				pool.Release(sq)
+			}
+		}
+	}()
+	in := make([]model.SeqInput, batch)
+	for i := range seqs {
+		seqs[i] = &model.Seq{ID: uint64(i)}
+		if err := pool.Reserve(seqs[i], promptLen+steps); err != nil {
+			return 0, 0, err
+		}
+		toks := make([]int32, promptLen)
+		for j := range toks {
+			toks[j] = int32((i*7919 + j*104729) % vocab)
+		}
+		in[i] = model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: seqs[i].Blocks}
+	}
+	smp, _ := sampling.New(sampling.Greedy())
+	t0 := time.Now()
+	rows, err := st.Forward(ctx, in)
+	if err != nil {
+		return 0, 0, err
+	}
+	prefill = float64(batch*promptLen) / time.Since(t0).Seconds()
+	t0 = time.Now()
+	for step := range steps {
+		for i := range in {
+			in[i] = model.SeqInput{ID: uint64(i), Tokens: []int32{int32(smp.Sample(rows[i], nil, nil))}, StartPos: promptLen + step, Blocks: seqs[i].Blocks}
+		}
+		if rows, err = st.Forward(ctx, in); err != nil {
+			return 0, 0, err
+		}
+	}
+	decode = float64(batch*steps) / time.Since(t0).Seconds()
+	return prefill, decode, nil
+}
+
+// ActiveWeightBytes is the number of weight bytes one decoded token reads:
+// attention, router and the top-k experts of every layer, the final norm
+// and lm_head, at the checkpoint's dtype (2 bytes for bf16, 4 for f32).
+func ActiveWeightBytes(c *model.Config) int64 {
+	bpp := int64(2)
+	if c.TorchDType == "float32" {
+		bpp = 4
+	}
+	h, d := int64(c.HiddenSize), int64(c.HeadDim)
+	q, kv := int64(c.NumAttentionHeads)*d, int64(c.NumKeyValueHeads)*d
+	var params int64
+	for l := range c.NumHiddenLayers {
+		params += 2*h*q + 2*h*kv + 2*h + 2*d // q, o, k, v, norms
+		if c.IsMoELayer(l) {
+			params += int64(c.NumExperts)*h + int64(c.NumExpertsPerTok)*3*h*int64(c.MoeIntermediateSize)
+		} else {
+			params += 3 * h * int64(c.IntermediateSize)
+		}
+	}
+	params += int64(c.VocabSize)*h + h + h // lm_head, final norm, one embedding row
+	return params * bpp
+}
+
+// CopyBandwidth measures memory copy bandwidth in bytes/s (read + write
+// counted) with one goroutine per core over buffers of size bytes in all,
+// best of reps.
+func CopyBandwidth(size, reps int) float64 {
+	n := runtime.GOMAXPROCS(0)
+	per := size / n
+	src, dst := make([][]byte, n), make([][]byte, n)
+	for i := range n {
+		src[i], dst[i] = make([]byte, per), make([]byte, per)
+		for j := 0; j < per; j += 4096 {
+			src[i][j], dst[i][j] = 1, 1 // fault the pages in
+		}
+	}
+	best := 0.0
+	for range reps {
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for i := range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); copy(dst[i], src[i]) }()
+		}
+		wg.Wait()
+		best = max(best, float64(2*per*n)/time.Since(t0).Seconds())
+	}
+	return best
+}

@@ -1,0 +1,219 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/moemesh/moemesh/model"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/sharding"
+)
+
+// ErrStep reports a step that failed on a worker.
+var ErrStep = errors.New("coordinator: step failed")
+
+// Driver sends steps to a fixed set of workers. It implements
+// model.Stepper, so model.Generate runs unchanged on a cluster.
+//
+// A Driver is not safe for concurrent use: steps are issued one at a time.
+type Driver struct {
+	conns   []*grpc.ClientConn
+	clients []pb.WorkerServiceClient
+	layout  sharding.Layout
+	vocab   int
+	step    uint64
+	epoch   uint64
+
+	// StepTimeout bounds every step RPC (default 60 s).
+	StepTimeout time.Duration
+	// LastStats holds each worker's statistics of the last step.
+	LastStats []*pb.StepStats
+}
+
+var _ model.Stepper = (*Driver)(nil)
+
+// Dial connects to the workers at addrs (index = worker id).
+func Dial(addrs []string) (*Driver, error) {
+	d := &Driver{StepTimeout: 60 * time.Second}
+	for _, a := range addrs {
+		c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("coordinator: dialing worker %s: %w", a, err)
+		}
+		d.conns = append(d.conns, c)
+		d.clients = append(d.clients, pb.NewWorkerServiceClient(c))
+	}
+	return d, nil
+}
+
+// Close closes the connections (the workers keep running).
+func (d *Driver) Close() error {
+	var errs []error
+	for _, c := range d.conns {
+		errs = append(errs, c.Close())
+	}
+	d.conns, d.clients = nil, nil
+	return errors.Join(errs...)
+}
+
+// LoadSpec describes the shards to load.
+type LoadSpec struct {
+	ModelDir  string
+	Layout    sharding.Layout
+	Placement *sharding.Placement // the same placement for every MoE layer
+	Layers    int
+	Vocab     int
+	PeerAddrs []string
+	WireDType pb.DType
+	KVBlocks  int
+	BlockSize int
+	Timeout   time.Duration // default 5 minutes
+	MeshEpoch uint64
+}
+
+// Load asks every worker to load its shard and connect to its peers, and
+// returns each worker's answer.
+func (d *Driver) Load(ctx context.Context, s LoadSpec) ([]*pb.LoadShardResponse, error) {
+	if len(s.PeerAddrs) != len(d.clients) || s.Layout.Workers != len(d.clients) {
+		return nil, fmt.Errorf("coordinator: %d peer addresses and layout of %d workers for %d connections", len(s.PeerAddrs), s.Layout.Workers, len(d.clients))
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 5 * time.Minute
+	}
+	d.layout, d.vocab, d.epoch = s.Layout, s.Vocab, s.Placement.Epoch
+	pl := PlacementProto(s.Placement, s.Layers)
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	out := make([]*pb.LoadShardResponse, len(d.clients))
+	err := d.all(ctx, func(ctx context.Context, w int) error {
+		r, err := d.clients[w].LoadShard(ctx, &pb.LoadShardRequest{
+			ModelDir: s.ModelDir, WorkerIndex: uint32(w),
+			Layout:    &pb.Layout{Workers: uint32(s.Layout.Workers), Tp: uint32(s.Layout.TP)},
+			Placement: pl, PeerAddrs: s.PeerAddrs, WireDtype: s.WireDType,
+			KvBlocks: uint32(s.KVBlocks), KvBlockSize: uint32(s.BlockSize), MeshEpoch: s.MeshEpoch,
+		})
+		out[w] = r
+		return err
+	})
+	return out, err
+}
+
+// PlacementProto writes p as the placement of every one of layers layers.
+func PlacementProto(p *sharding.Placement, layers int) *pb.Placement {
+	out := &pb.Placement{Epoch: p.Epoch}
+	for l := range layers {
+		lp := &pb.LayerPlacement{Layer: uint32(l)}
+		for _, slots := range p.Slots {
+			we := &pb.WorkerExperts{}
+			for _, e := range slots {
+				we.Experts = append(we.Experts, uint32(e))
+			}
+			lp.Workers = append(lp.Workers, we)
+		}
+		out.Layers = append(out.Layers, lp)
+	}
+	return out
+}
+
+// all runs f for every worker concurrently; the first error cancels the
+// others and is returned, naming the worker.
+func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(d.clients))
+	var wg sync.WaitGroup
+	for w := range d.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx, w); err != nil {
+				errs[w] = fmt.Errorf("worker %d: %w", w, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// Report the root cause, not the cancellations it caused.
+	var first error
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Group returns the attention group that serves sequence id.
+func (d *Driver) Group(id uint64) int { return int(id % uint64(d.layout.DP)) }
+
+// Forward implements model.Stepper: one step on every worker, sequence
+// SeqInput.ID served by attention group ID mod D.
+func (d *Driver) Forward(ctx context.Context, seqs []model.SeqInput) ([][]float32, error) {
+	d.step++
+	req := &pb.StepRequest{Step: d.step, PlacementEpoch: d.epoch, ReturnLogits: true}
+	for _, s := range seqs {
+		req.Seqs = append(req.Seqs, &pb.SeqStep{
+			SeqId: s.ID, Tokens: s.Tokens, StartPos: int32(s.StartPos), BlockTable: s.Blocks,
+			AttnGroup: uint32(d.Group(s.ID)), Sample: true, AllLogits: s.AllLogits,
+		})
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.StepTimeout)
+	defer cancel()
+	req.DeadlineUnixMs = time.Now().Add(d.StepTimeout).UnixMilli()
+	resp := make([]*pb.StepResponse, len(d.clients))
+	err := d.all(ctx, func(ctx context.Context, w int) error {
+		r, err := d.clients[w].Step(ctx, req)
+		resp[w] = r
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: step %d: %w", ErrStep, d.step, err)
+	}
+	d.LastStats = d.LastStats[:0]
+	byID := map[uint64]*pb.SeqResult{}
+	for w, r := range resp {
+		d.LastStats = append(d.LastStats, r.GetStats())
+		if d.layout.Rank(w) != 0 {
+			continue
+		}
+		for _, sr := range r.GetResults() {
+			byID[sr.SeqId] = sr
+		}
+	}
+	var rows [][]float32
+	for _, s := range seqs {
+		sr, ok := byID[s.ID]
+		if !ok {
+			return nil, fmt.Errorf("%w: step %d: no result for sequence %d from group %d", ErrStep, d.step, s.ID, d.Group(s.ID))
+		}
+		want := 1
+		if s.AllLogits {
+			want = len(s.Tokens)
+		}
+		data := sr.GetLogits().GetData()
+		if sr.GetLogits().GetDtype() != pb.DType_DTYPE_F32 || len(data) != want*d.vocab*4 {
+			return nil, fmt.Errorf("%w: step %d: sequence %d: logits of %d bytes, want %d F32 rows of %d", ErrStep, d.step, s.ID, len(data), want, d.vocab)
+		}
+		flat := make([]float32, want*d.vocab)
+		for i := range flat {
+			flat[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[i*4:]))
+		}
+		for i := range want {
+			rows = append(rows, flat[i*d.vocab:(i+1)*d.vocab:(i+1)*d.vocab])
+		}
+	}
+	return rows, nil
+}

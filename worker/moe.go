@@ -1,0 +1,280 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/moemesh/moemesh/kernels"
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/sharding"
+)
+
+// Msg is one worker's message to another in an all-to-all: a row-major
+// float32 matrix and integer side data.
+type Msg struct {
+	Rows, Cols int
+	Data       []float32
+	Aux        []int32
+}
+
+// Exchange is what the data plane needs from the peer mesh. Every call is
+// collective: all members named must make the matching call with the same
+// tag, and every call fails (never hangs) when a peer is lost or ctx ends.
+type Exchange interface {
+	// AllReduceSum sums data over group in place; every member gets the
+	// bitwise-identical result.
+	AllReduceSum(ctx context.Context, tag Tag, group []int, data []float32) error
+	// AllGather concatenates every member's rows in group order into out
+	// (len = Σ members' lengths); the lengths are known to all members.
+	AllGather(ctx context.Context, tag Tag, group []int, mine []float32, lens []int, out []float32) error
+	// AllToAll sends send[p] to every peer p in peers (an absent entry is an
+	// empty message) and returns the message received from each peer.
+	AllToAll(ctx context.Context, tag Tag, peers []int, send map[int]Msg) (map[int]Msg, error)
+}
+
+// Phase names the exchange a frame belongs to.
+type Phase int
+
+// The phases of a layer.
+const (
+	PhaseAttnReduce Phase = iota + 1
+	PhaseDispatch
+	PhaseCombine
+	PhaseGather
+)
+
+// Tag identifies one collective operation: all frames of it carry the tag.
+type Tag struct {
+	Step  uint64
+	Layer int
+	Phase Phase
+}
+
+// TokenKey is the key that picks an expert replica for token i of worker
+// self's share (sharding.Placement.Route).
+func TokenKey(self, i int) uint64 { return uint64(self)<<32 | uint64(i) }
+
+// meshMoE is the expert-parallel FFN: each rank of a tensor-parallel group
+// takes a contiguous share of the group's tokens, routes them, sends each
+// token once to every remote worker that computes one of its experts
+// (dispatch), gets back the weighted sums (combine), and finally the group
+// all-gathers the shares so every rank holds the whole FFN output.
+type meshMoE struct {
+	m      *model.Model
+	ex     Exchange
+	self   int
+	layout sharding.Layout
+	place  *sharding.Placement
+	step   uint64
+	all    []int // every worker: the all-to-all spans all groups
+}
+
+func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens int) error {
+	m, b := d.m, d.m.B
+	hid := m.Cfg.HiddenSize
+	group := d.layout.GroupWorkers(d.layout.Group(d.self))
+	share := sharding.SplitRange(tokens, d.layout.TP, d.layout.Rank(d.self))
+	lo, n := share[0], share[1]-share[0]
+
+	// Route this rank's share.
+	var r model.Routing
+	hLocal := b.View(h, lo*hid, n*hid)
+	if n > 0 {
+		var err error
+		if r, err = m.Route(l, hLocal, n); err != nil {
+			return err
+		}
+	}
+	hostH := make([]float32, n*hid)
+	if n > 0 {
+		if err := b.ReadF32(hLocal, 0, hostH); err != nil {
+			return err
+		}
+	}
+
+	// Build one message per remote destination and the local work list.
+	type pick struct {
+		e int32
+		w float32
+	}
+	send := map[int]Msg{}
+	sentRows := map[int][]int{} // destination -> local token index of each row
+	localRows := make([][]int32, m.Cfg.NumExperts)
+	localW := make([][]float32, m.Cfg.NumExperts)
+	for i := range n {
+		byDst := map[int][]pick{}
+		var order []int
+		for j := range r.K {
+			e := r.Experts[i*r.K+j]
+			dst := d.place.Route(d.self, int(e), TokenKey(d.self, i))
+			if _, ok := byDst[dst]; !ok {
+				order = append(order, dst)
+			}
+			byDst[dst] = append(byDst[dst], pick{e, r.Weights[i*r.K+j]})
+		}
+		for _, dst := range order {
+			ps := byDst[dst]
+			if dst == d.self {
+				for _, p := range ps {
+					localRows[p.e] = append(localRows[p.e], int32(lo+i))
+					localW[p.e] = append(localW[p.e], p.w)
+				}
+				continue
+			}
+			msg := send[dst]
+			msg.Cols = hid
+			msg.Rows++
+			msg.Data = append(msg.Data, hostH[i*hid:(i+1)*hid]...)
+			msg.Aux = append(msg.Aux, int32(len(ps)))
+			for _, p := range ps {
+				msg.Aux = append(msg.Aux, p.e, int32(math.Float32bits(p.w)))
+			}
+			send[dst] = msg
+			sentRows[dst] = append(sentRows[dst], i)
+		}
+	}
+
+	tag := Tag{Step: d.step, Layer: l, Phase: PhaseDispatch}
+	recv, err := d.ex.AllToAll(ctx, tag, d.all, send)
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+
+	// Compute the experts for the rows others sent us.
+	reply := map[int]Msg{}
+	for src, msg := range recv {
+		if msg.Rows == 0 {
+			continue
+		}
+		res, err := d.remoteRows(l, src, msg)
+		if err != nil {
+			return err
+		}
+		reply[src] = res
+	}
+	// Local experts, straight into out.
+	if err := m.RunExperts(l, h, out, localRows, localW); err != nil {
+		return err
+	}
+	tag.Phase = PhaseCombine
+	back, err := d.ex.AllToAll(ctx, tag, d.all, reply)
+	if err != nil {
+		return fmt.Errorf("combine: %w", err)
+	}
+	// Add the remote partial sums into this rank's rows of out.
+	for dst, rows := range sentRows {
+		msg := back[dst]
+		if msg.Rows != len(rows) || msg.Cols != hid || len(msg.Data) != len(rows)*hid {
+			return fmt.Errorf("combine: worker %d returned %d rows of %d, want %d of %d", dst, msg.Rows, msg.Cols, len(rows), hid)
+		}
+		part, err := m.Scratch("combine", len(rows)*hid)
+		if err != nil {
+			return err
+		}
+		if err := b.WriteF32(part, 0, msg.Data); err != nil {
+			return err
+		}
+		idx := make([]int32, len(rows))
+		ones := make([]float32, len(rows))
+		for j, i := range rows {
+			idx[j], ones[j] = int32(lo+i), 1
+		}
+		b.ScatterAdd(out, part, idx, ones, hid)
+	}
+
+	// Restore the whole output on every rank of the group.
+	if d.layout.TP > 1 {
+		mine := make([]float32, n*hid)
+		if err := b.ReadF32(b.View(out, lo*hid, n*hid), 0, mine); err != nil {
+			return err
+		}
+		lens := make([]int, d.layout.TP)
+		for r := range lens {
+			sr := sharding.SplitRange(tokens, d.layout.TP, r)
+			lens[r] = (sr[1] - sr[0]) * hid
+		}
+		full := make([]float32, tokens*hid)
+		tag.Phase = PhaseGather
+		if err := d.ex.AllGather(ctx, tag, group, mine, lens, full); err != nil {
+			return fmt.Errorf("all-gather: %w", err)
+		}
+		if err := b.WriteF32(out, 0, full); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remoteRows computes, for each row src sent, the weighted sum of the
+// experts it asked for, all of which must be hosted here.
+func (d *meshMoE) remoteRows(l, src int, msg Msg) (Msg, error) {
+	m, b := d.m, d.m.B
+	hid := m.Cfg.HiddenSize
+	if msg.Cols != hid || len(msg.Data) != msg.Rows*hid {
+		return Msg{}, fmt.Errorf("%w: dispatch from worker %d: %d rows of %d floats, want rows of %d", ErrProtocol, src, msg.Rows, msg.Cols, hid)
+	}
+	rows := make([][]int32, m.Cfg.NumExperts)
+	ws := make([][]float32, m.Cfg.NumExperts)
+	a := msg.Aux
+	for r := range msg.Rows {
+		if len(a) == 0 {
+			return Msg{}, fmt.Errorf("%w: dispatch from worker %d: routing data ends at row %d", ErrProtocol, src, r)
+		}
+		c := int(a[0])
+		if c <= 0 || c > m.Cfg.NumExpertsPerTok || len(a) < 1+2*c {
+			return Msg{}, fmt.Errorf("%w: dispatch from worker %d: row %d names %d experts", ErrProtocol, src, r, c)
+		}
+		for j := range c {
+			e := int(a[1+2*j])
+			if e < 0 || e >= m.Cfg.NumExperts || !d.place.Hosts(d.self, e) {
+				return Msg{}, fmt.Errorf("%w: dispatch from worker %d: row %d asks for expert %d, not hosted here", ErrProtocol, src, r, e)
+			}
+			rows[e] = append(rows[e], int32(r))
+			ws[e] = append(ws[e], math.Float32frombits(uint32(a[2+2*j])))
+		}
+		a = a[1+2*c:]
+	}
+	x, err := m.Scratch("dispatch-in", msg.Rows*hid)
+	if err != nil {
+		return Msg{}, err
+	}
+	y, err := m.Scratch("dispatch-out", msg.Rows*hid)
+	if err != nil {
+		return Msg{}, err
+	}
+	if err := b.WriteF32(x, 0, msg.Data); err != nil {
+		return Msg{}, err
+	}
+	if err := b.WriteF32(y, 0, make([]float32, msg.Rows*hid)); err != nil {
+		return Msg{}, err
+	}
+	if err := m.RunExperts(l, x, y, rows, ws); err != nil {
+		return Msg{}, err
+	}
+	res := Msg{Rows: msg.Rows, Cols: hid, Data: make([]float32, msg.Rows*hid)}
+	return res, b.ReadF32(y, 0, res.Data)
+}
+
+// meshReducer sums partial attention outputs over the tensor-parallel group.
+type meshReducer struct {
+	ex    Exchange
+	group []int
+	step  *uint64
+	b     kernels.Backend
+	host  []float32
+}
+
+func (r *meshReducer) AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error {
+	if cap(r.host) < n {
+		r.host = make([]float32, n)
+	}
+	h := r.host[:n]
+	if err := r.b.ReadF32(buf, 0, h); err != nil {
+		return err
+	}
+	if err := r.ex.AllReduceSum(ctx, Tag{Step: *r.step, Layer: layer, Phase: PhaseAttnReduce}, r.group, h); err != nil {
+		return err
+	}
+	return r.b.WriteF32(buf, 0, h)
+}

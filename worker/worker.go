@@ -1,0 +1,329 @@
+package worker
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/moemesh/moemesh/kernels"
+	"github.com/moemesh/moemesh/model"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/sharding"
+)
+
+// Sentinel errors of the worker.
+var (
+	// ErrProtocol: a peer sent data that does not fit the step.
+	ErrProtocol = errors.New("worker: protocol violation")
+	// ErrNotLoaded: a step arrived before LoadShard.
+	ErrNotLoaded = errors.New("worker: no shard loaded")
+	// ErrBadRequest: a malformed request.
+	ErrBadRequest = errors.New("worker: bad request")
+)
+
+// MeshFactory connects a worker to its peers. It is called by LoadShard.
+type MeshFactory func(ctx context.Context, self int, addrs []string, wire pb.DType) (Exchange, func() error, error)
+
+// Config configures a Worker.
+type Config struct {
+	// Backend makes the compute backend (default: the CPU backend).
+	Backend func() (kernels.Backend, error)
+	// Mesh connects to peers (required).
+	Mesh MeshFactory
+	Log  *slog.Logger
+}
+
+// Worker implements the WorkerService.
+type Worker struct {
+	pb.UnimplementedWorkerServiceServer
+	cfg Config
+
+	mu        sync.Mutex // one LoadShard or Step at a time
+	m         *model.Model
+	ex        Exchange
+	closeMesh func() error
+	self      int
+	layout    sharding.Layout
+	place     *sharding.Placement
+	step      uint64
+	resident  int64
+	state     pb.WorkerState
+}
+
+var _ pb.WorkerServiceServer = (*Worker)(nil)
+
+// New returns an empty worker.
+func New(cfg Config) *Worker {
+	if cfg.Backend == nil {
+		cfg.Backend = func() (kernels.Backend, error) { return kernels.NewCPU(), nil }
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Worker{cfg: cfg, state: pb.WorkerState_WORKER_STATE_EMPTY}
+}
+
+// placementFromProto checks and converts the request's placement. Every
+// layer must carry the same placement (per-layer placements are a later step).
+func placementFromProto(p *pb.Placement, workers, experts, layers int) (*sharding.Placement, error) {
+	if p == nil || len(p.Layers) == 0 {
+		return nil, fmt.Errorf("%w: no placement", ErrBadRequest)
+	}
+	first := p.Layers[0]
+	if len(first.Workers) != workers {
+		return nil, fmt.Errorf("%w: placement lists %d workers, layout has %d", ErrBadRequest, len(first.Workers), workers)
+	}
+	slots := make([][]int, workers)
+	for w, we := range first.Workers {
+		for _, e := range we.Experts {
+			slots[w] = append(slots[w], int(e))
+		}
+	}
+	pl := &sharding.Placement{Epoch: p.Epoch, Workers: workers, Experts: experts, Slots: slots}
+	pl.Owners = make([][]int, experts)
+	for w, s := range slots {
+		for _, e := range s {
+			if e < 0 || e >= experts {
+				return nil, fmt.Errorf("%w: placement names expert %d, the model has %d", ErrBadRequest, e, experts)
+			}
+			pl.Owners[e] = append(pl.Owners[e], w)
+		}
+	}
+	if err := pl.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	for _, lp := range p.Layers[1:] {
+		for w, we := range lp.Workers {
+			if w >= workers || len(we.Experts) != len(slots[w]) {
+				return nil, fmt.Errorf("%w: layer %d placement differs from layer 0; per-layer placements are not supported yet", ErrBadRequest, lp.Layer)
+			}
+			for i, e := range we.Experts {
+				if int(e) != slots[w][i] {
+					return nil, fmt.Errorf("%w: layer %d placement differs from layer 0; per-layer placements are not supported yet", ErrBadRequest, lp.Layer)
+				}
+			}
+		}
+	}
+	return pl, nil
+}
+
+// LoadShard implements WorkerService.
+func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.LoadShardResponse, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	start := time.Now()
+	if w.m != nil {
+		return nil, status.Error(codes.FailedPrecondition, "worker: a shard is already loaded; start a new worker to load another")
+	}
+	lay := req.GetLayout()
+	layout, err := sharding.NewLayout(int(lay.GetWorkers()), int(lay.GetTp()))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "worker: layout: %v", err)
+	}
+	self := int(req.WorkerIndex)
+	if self >= layout.Workers || len(req.PeerAddrs) != layout.Workers {
+		return nil, status.Errorf(codes.InvalidArgument, "worker: index %d with %d peer addresses for %d workers", self, len(req.PeerAddrs), layout.Workers)
+	}
+	cfg, err := model.LoadConfig(req.ModelDir)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "%v", err)
+	}
+	if _, err := sharding.SplitHeads(cfg.NumAttentionHeads, cfg.NumKeyValueHeads, layout.TP); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	pl, err := placementFromProto(req.Placement, layout.Workers, cfg.NumExperts, cfg.NumHiddenLayers)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	experts := make([][]int, cfg.NumHiddenLayers)
+	for l := range experts {
+		experts[l] = pl.Slots[self]
+	}
+	b, err := w.cfg.Backend()
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	blocks, bs := int(req.KvBlocks), int(req.KvBlockSize)
+	if blocks <= 0 || bs <= 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "worker: kv_blocks (%d) and kv_block_size (%d) must be positive", blocks, bs)
+	}
+	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts, SkipLMHead: layout.Rank(self) != 0}
+	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	ex, closeMesh, err := w.cfg.Mesh(ctx, self, req.PeerAddrs, req.WireDtype)
+	if err != nil {
+		m.Close()
+		return nil, status.Errorf(codes.Unavailable, "worker: connecting to peers: %v", err)
+	}
+	w.m, w.ex, w.closeMesh = m, ex, closeMesh
+	w.self, w.layout, w.place = self, layout, pl
+	all := make([]int, layout.Workers)
+	for i := range all {
+		all[i] = i
+	}
+	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), step: &w.step, b: b}
+	m.FFN = &meshMoE{m: m, ex: ex, self: self, layout: layout, place: pl, all: all}
+	w.resident = m.W.ResidentBytes()
+	w.state = pb.WorkerState_WORKER_STATE_SERVING
+	w.cfg.Log.Info("shard loaded", "worker", self, "group", layout.Group(self), "rank", layout.Rank(self),
+		"experts", len(pl.Slots[self]), "resident_bytes", w.resident, "took", time.Since(start))
+	return &pb.LoadShardResponse{
+		ResidentWeightBytes: uint64(w.resident), KvBlocks: uint32(blocks),
+		KvCacheBytes:   uint64(2 * cfg.NumHiddenLayers * blocks * bs * m.KV.Width * 4),
+		ExpertsLoaded:  uint32(len(pl.Slots[self]) * cfg.NumHiddenLayers),
+		PlacementEpoch: pl.Epoch, LoadMs: time.Since(start).Milliseconds(),
+	}, nil
+}
+
+// Step implements WorkerService.
+func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepResponse, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		return nil, status.Error(codes.FailedPrecondition, ErrNotLoaded.Error())
+	}
+	if req.Step <= w.step {
+		return nil, status.Errorf(codes.InvalidArgument, "worker: step %d is not after the last step %d", req.Step, w.step)
+	}
+	if req.PlacementEpoch != w.place.Epoch {
+		return nil, status.Errorf(codes.FailedPrecondition, "worker: placement epoch %d not loaded (have %d)", req.PlacementEpoch, w.place.Epoch)
+	}
+	if req.DeadlineUnixMs > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.UnixMilli(req.DeadlineUnixMs))
+		defer cancel()
+	}
+	start := time.Now()
+	w.step = req.Step
+	w.m.FFN.(*meshMoE).step = req.Step
+	group := w.layout.Group(w.self)
+	var in []model.SeqInput
+	var ids []uint64
+	seen := map[uint64]bool{}
+	for _, s := range req.Seqs {
+		if seen[s.SeqId] {
+			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d appears twice in step %d", s.SeqId, req.Step)
+		}
+		seen[s.SeqId] = true
+		if int(s.AttnGroup) >= w.layout.DP {
+			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d assigned to group %d of %d", s.SeqId, s.AttnGroup, w.layout.DP)
+		}
+		if int(s.AttnGroup) != group {
+			continue
+		}
+		in = append(in, model.SeqInput{ID: s.SeqId, Tokens: s.Tokens, StartPos: int(s.StartPos), Blocks: s.BlockTable, AllLogits: s.AllLogits})
+		ids = append(ids, s.SeqId)
+	}
+	x, rows, err := w.m.Hidden(ctx, in)
+	if err != nil {
+		return nil, stepError(err)
+	}
+	resp := &pb.StepResponse{}
+	if w.layout.Rank(w.self) == 0 && len(in) > 0 && req.ReturnLogits {
+		logits, err := w.m.Logits(x, rows)
+		if err != nil {
+			return nil, stepError(err)
+		}
+		r := 0
+		for i, s := range in {
+			n := 1
+			if s.AllLogits {
+				n = len(s.Tokens)
+			}
+			res := &pb.SeqResult{SeqId: ids[i], Token: -1, Logits: tensorF32(logits[r : r+n])}
+			res.Token = argmax(logits[r+n-1])
+			resp.Results = append(resp.Results, res)
+			r += n
+		}
+	}
+	resp.Stats = w.stats(start)
+	return resp, nil
+}
+
+func (w *Worker) stats(start time.Time) *pb.StepStats {
+	st := &pb.StepStats{WallUs: time.Since(start).Microseconds()}
+	if sp, ok := w.ex.(interface{ PhaseStats() []*pb.PhaseStats }); ok {
+		st.Phases = sp.PhaseStats()
+	}
+	return st
+}
+
+// stepError maps a step failure to a gRPC status.
+func stepError(err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, ErrProtocol), errors.Is(err, errPeer):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.InvalidArgument, err.Error())
+}
+
+// errPeer is matched by the mesh adapter's errors for lost peers.
+var errPeer = errors.New("worker: peer lost")
+
+func argmax(v []float32) int32 {
+	best := 0
+	for i := range v {
+		if v[i] > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+func tensorF32(rows [][]float32) *pb.Tensor {
+	n := 0
+	for _, r := range rows {
+		n += len(r)
+	}
+	data := make([]byte, 0, 4*n)
+	for _, r := range rows {
+		for _, v := range r {
+			data = binary.LittleEndian.AppendUint32(data, math.Float32bits(v))
+		}
+	}
+	var cols int64
+	if len(rows) > 0 {
+		cols = int64(len(rows[0]))
+	}
+	return &pb.Tensor{Dtype: pb.DType_DTYPE_F32, Shape: []int64{int64(len(rows)), cols}, Data: data}
+}
+
+// Health implements WorkerService.
+func (w *Worker) Health(context.Context, *pb.HealthRequest) (*pb.HealthResponse, error) {
+	if !w.mu.TryLock() {
+		return &pb.HealthResponse{State: pb.WorkerState_WORKER_STATE_SERVING}, nil
+	}
+	defer w.mu.Unlock()
+	return &pb.HealthResponse{State: w.state, WorkerIndex: uint32(w.self), LastStep: w.step, ResidentWeightBytes: uint64(w.resident)}, nil
+}
+
+// Close releases the model and the mesh.
+func (w *Worker) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	if w.closeMesh != nil {
+		err = w.closeMesh()
+		w.closeMesh = nil
+	}
+	if w.m != nil {
+		w.m.Close()
+		w.m = nil
+	}
+	w.state = pb.WorkerState_WORKER_STATE_EMPTY
+	return err
+}
