@@ -260,3 +260,20 @@ func (b *Backend) ReadF32(src kernels.Buffer, off int, dst []float32) error {
 	}
 	return b.download(unsafe.Pointer(unsafe.SliceData(dst)), d.ptr+cu.DevicePtr(4*off), 4*len(dst))
 }
+
+// Copy queues dst[0:n) = src[0:n) on the device, n = src.Len(); both
+// buffers have one dtype and dst holds at least n elements.
+func (b *Backend) Copy(dst, src kernels.Buffer) {
+	d, s := b.buf(dst), b.buf(src)
+	if d.dt != s.dt {
+		panic(fmt.Sprintf("cuda: Copy from %v into %v", s.dt, d.dt))
+	}
+	need("Copy dst", d.n, s.n)
+	if s.n == 0 {
+		return
+	}
+	defer b.enter()()
+	if err := cu.MemcpyDtoDAsync(d.ptr, s.ptr, int64(s.n*s.dt.Size()), b.stream); err != nil {
+		b.fail(fmt.Errorf("cuda: copy: %w", err))
+	}
+}
