@@ -16,6 +16,8 @@ import (
 type CPU struct {
 	pool    *pool
 	threads int
+	roundX  bool      // round x to bfloat16 before BF16 matmuls
+	xbf     []float32 // scratch for the rounded x
 }
 
 var (
@@ -29,12 +31,21 @@ type CPUOption func(*cpuConfig)
 
 type cpuConfig struct {
 	threads int
+	roundX  bool
 }
 
 // WithThreads sets the number of threads that run each operation, the
 // calling goroutine included. n < 1 means runtime.GOMAXPROCS(0).
 func WithThreads(n int) CPUOption {
 	return func(c *cpuConfig) { c.threads = n }
+}
+
+// WithBF16Activations makes MatMul and GroupedMatMul round x to the nearest
+// bfloat16 (ties to even) before multiplying it with BF16 weights, as
+// llama.cpp's CPU backend does (it converts activations to the weights'
+// type). Use it to compare logits with llama.cpp; it loses precision.
+func WithBF16Activations() CPUOption {
+	return func(c *cpuConfig) { c.roundX = true }
 }
 
 // NewCPU returns a CPU backend. By default it uses runtime.GOMAXPROCS(0)
@@ -47,7 +58,7 @@ func NewCPU(opts ...CPUOption) *CPU {
 	if cfg.threads < 1 {
 		cfg.threads = runtime.GOMAXPROCS(0)
 	}
-	c := &CPU{pool: newPool(cfg.threads), threads: cfg.threads}
+	c := &CPU{pool: newPool(cfg.threads), threads: cfg.threads, roundX: cfg.roundX}
 	// The workers reference only the pool, so c can become unreachable
 	// while they run; stop them then.
 	runtime.AddCleanup(c, func(p *pool) { p.close() }, c.pool)

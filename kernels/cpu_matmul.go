@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // xBlockBytes bounds the rows of x one pass over a block of weight rows
 // works on, so that they stay in the L2 cache while the weights stream by.
@@ -19,6 +22,9 @@ func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
 		clear(o[:m*n])
 		return
 	}
+	if wb.dt == BF16 {
+		xs = c.roundedX(xs[:m*k])
+	}
 	tasks := c.pool.split((n+3)/4, 4*m*k)
 	c.pool.run(tasks, func(_, t int) {
 		lo, hi := chunk(n, tasks, t, 4)
@@ -32,6 +38,15 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 	o, xs := f32Of(out, "GroupedMatMul out"), f32Of(x, "GroupedMatMul x")
 	if len(rowOff) != len(w) || len(rows) != len(w) {
 		panic(fmt.Sprintf("kernels: GroupedMatMul with %d weights, %d offsets, %d row counts", len(w), len(rowOff), len(rows)))
+	}
+	if c.roundX {
+		var bf bool
+		for _, wg := range w {
+			bf = bf || wg.DType() == BF16
+		}
+		if bf {
+			xs = c.roundedX(xs)
+		}
 	}
 	type task struct{ g, lo, hi int }
 	var tasks []task
@@ -60,6 +75,32 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		r0, m := rowOff[tk.g], rows[tk.g]
 		matmulRange(o[r0*n:], xs[r0*k:], host(w[tk.g]), m, n, k, tk.lo, tk.hi, n)
 	})
+}
+
+// roundedX returns x unchanged, or with WithBF16Activations a copy rounded
+// to bfloat16 precision.
+func (c *CPU) roundedX(x []float32) []float32 {
+	if !c.roundX {
+		return x
+	}
+	if cap(c.xbf) < len(x) {
+		c.xbf = make([]float32, len(x))
+	}
+	r := c.xbf[:len(x)]
+	for i, v := range x {
+		r[i] = roundBF16(v)
+	}
+	return r
+}
+
+// roundBF16 rounds v to the nearest bfloat16, ties to even; NaN stays NaN.
+func roundBF16(v float32) float32 {
+	b := math.Float32bits(v)
+	if v != v {
+		return v
+	}
+	b += 0x7fff + (b>>16)&1
+	return math.Float32frombits(b &^ 0xffff)
 }
 
 // matmulRange computes columns [lo, hi) of out[m, ldo] = x[m,k] · w[n,k]ᵀ.

@@ -88,3 +88,48 @@ func TestMatMulBatchInvariant(t *testing.T) {
 		}
 	}
 }
+
+// TestBF16Activations checks that the option multiplies BF16 weights by x
+// rounded to bfloat16, and leaves F32 weights alone.
+func TestBF16Activations(t *testing.T) {
+	const m, n, k = 3, 5, 40
+	rng := rand.New(rand.NewPCG(5, 6))
+	x := make([]float32, m*k)
+	xr := make([]float32, m*k)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+		b := math.Float32bits(x[i])
+		xr[i] = math.Float32frombits((b + 0x7fff + (b>>16)&1) &^ 0xffff)
+	}
+	w := make([]uint16, n*k)
+	wf := make([]float32, n*k)
+	for i := range w {
+		w[i] = uint16(math.Float32bits(float32(rng.NormFloat64())) >> 16)
+		wf[i] = math.Float32frombits(uint32(w[i]) << 16)
+	}
+	plain, rounding := kernels.NewCPU(), kernels.NewCPU(kernels.WithBF16Activations())
+	defer plain.Close()
+	defer rounding.Close()
+	mul := func(c *kernels.CPU, x []float32, w kernels.Buffer) []float32 {
+		out := make([]float32, m*n)
+		c.MatMul(c.WrapF32(out), c.WrapF32(x), w, m, n, k)
+		return out
+	}
+	cases := []struct {
+		name      string
+		got, want []float32
+	}{
+		{"bf16", mul(rounding, x, rounding.WrapBF16(w)), mul(plain, xr, plain.WrapBF16(w))},
+		{"f32", mul(rounding, x, rounding.WrapF32(wf)), mul(plain, x, plain.WrapF32(wf))},
+	}
+	for _, tc := range cases {
+		for i := range tc.got {
+			if tc.got[i] != tc.want[i] {
+				t.Errorf("%s: element %d = %g, want %g", tc.name, i, tc.got[i], tc.want[i])
+			}
+		}
+	}
+	if x[0] == xr[0] && x[1] == xr[1] {
+		t.Fatal("rounding changed nothing: the test proves nothing")
+	}
+}
