@@ -104,6 +104,10 @@ type Config struct {
 // inside Config's own MarshalJSON/UnmarshalJSON.
 type configJSON Config
 
+// maxConfigSize bounds every size and count in a config, far above any real
+// model, so that products of sizes cannot overflow downstream.
+const maxConfigSize = 1 << 24
+
 // Sentinel defaults used to detect absent fields.
 const absent = math.MinInt
 
@@ -312,6 +316,23 @@ func (c *Config) Validate() error {
 		if f.v <= 0 {
 			return configErr(f.name, "%s (%d) must be positive", f.name, f.v)
 		}
+		if f.v > maxConfigSize {
+			return configErr(f.name, "%s (%d) must be at most %d", f.name, f.v, maxConfigSize)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"intermediate_size", c.IntermediateSize},
+		{"moe_intermediate_size", c.MoeIntermediateSize},
+		{"num_experts", c.NumExperts},
+		{"num_experts_per_tok", c.NumExpertsPerTok},
+		{"decoder_sparse_step", c.DecoderSparseStep},
+	} {
+		if f.v > maxConfigSize {
+			return configErr(f.name, "%s (%d) must be at most %d", f.name, f.v, maxConfigSize)
+		}
 	}
 	if c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
 		return configErr("num_attention_heads", "num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)", c.NumAttentionHeads, c.NumKeyValueHeads)
@@ -354,9 +375,17 @@ func (c *Config) Validate() error {
 			return configErr("mlp_only_layers", "mlp_only_layers must be empty for model_type %s", ModelTypeQwen3)
 		}
 	}
-	for i := 0; i < c.NumHiddenLayers; i++ {
-		if !c.IsMoELayer(i) && c.IntermediateSize <= 0 {
-			return configErr("intermediate_size", "intermediate_size (%d) must be positive: layer %d uses a dense MLP", c.IntermediateSize, i)
+	if c.IntermediateSize <= 0 {
+		// Some layer is dense unless every layer is MoE.
+		dense := -1
+		switch {
+		case !moe || c.DecoderSparseStep > 1:
+			dense = 0 // (0+1) % step != 0 for step > 1
+		case len(c.MlpOnlyLayers) > 0:
+			dense = slices.Min(c.MlpOnlyLayers)
+		}
+		if dense >= 0 {
+			return configErr("intermediate_size", "intermediate_size (%d) must be positive: layer %d uses a dense MLP", c.IntermediateSize, dense)
 		}
 	}
 

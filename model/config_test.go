@@ -242,15 +242,24 @@ func TestParseConfigRejects(t *testing.T) {
 		{"bos list", "bos_token_id", `[1,2]`, "bos_token_id"},
 		{"architectures string", "architectures", `"Qwen3MoeForCausalLM"`, "architectures"},
 		{"zero max positions", "max_position_embeddings", `0`, "max_position_embeddings"},
+		{"huge hidden", "hidden_size", `1099511627776`, "hidden_size"},
+		{"huge layer count", "num_hidden_layers", `1000000000000000000`, "num_hidden_layers"},
+		{"huge expert count", "num_experts", `100000000`, "num_experts"},
+		{"sparse step leaves dense layers", "decoder_sparse_step", `2`, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			data := setJSON(t, tc.field, tc.value)
-			if tc.name == "mlp_only needs dense width" {
-				data = setJSON(t, "intermediate_size", `0`)
-				var m map[string]any
-				_ = json.Unmarshal(data, &m)
-				m["mlp_only_layers"] = []int{1}
+			if tc.wantField == "" {
+				// The change is valid alone; without a dense MLP width it is not.
+				var m map[string]json.RawMessage
+				if err := json.Unmarshal(data, &m); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ParseConfig(data); err != nil {
+					t.Fatalf("ParseConfig with intermediate_size: %v", err)
+				}
+				m["intermediate_size"] = json.RawMessage(`0`)
 				data, _ = json.Marshal(m)
 				tc.wantField = "intermediate_size"
 			}

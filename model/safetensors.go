@@ -111,12 +111,11 @@ func openIndexed(dir, index string, data []byte) (*Checkpoint, error) {
 
 // openShards maps files and builds the tensor table. want, when non-nil,
 // maps each tensor the index lists to the shard that must hold it.
-func openShards(path string, files []string, want map[string]string) (ck *Checkpoint, err error) {
-	ck = &Checkpoint{path: path, tensors: map[string]*checkpointTensor{}}
+func openShards(path string, files []string, want map[string]string) (_ *Checkpoint, err error) {
+	ck := &Checkpoint{path: path, tensors: map[string]*checkpointTensor{}}
 	defer func() {
 		if err != nil {
 			ck.Close()
-			ck = nil
 		}
 	}()
 	for _, file := range files {
@@ -344,6 +343,9 @@ func (ck *Checkpoint) Cols(name string, c0, c1 int) (Tensor2D, error) {
 		out.BF16 = make([]uint16, rows*w)
 	} else {
 		out.F32 = make([]float32, rows*w)
+	}
+	if w == 0 {
+		return out, nil // also avoids looping over the rows of a [huge, 0] tensor
 	}
 	for r := range rows {
 		src := data[(r*cols+c0)*es : (r*cols+c1)*es]
