@@ -4,6 +4,8 @@ go 1.26.8
 
 require github.com/spf13/cobra v1.10.2
 
+require go.uber.org/goleak v1.3.0 // indirect
+
 require (
 	github.com/ardanlabs/jinja v1.8.0 // indirect
 	github.com/dlclark/regexp2 v1.12.0 // indirect

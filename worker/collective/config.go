@@ -1,0 +1,131 @@
+package collective
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+
+	moemeshv1 "github.com/moemesh/moemesh/proto/moemesh/v1"
+)
+
+// Phase is the proto enum naming a point of the forward pass.
+type Phase = moemeshv1.Phase
+
+// DType is the proto enum naming a wire element type.
+type DType = moemeshv1.DType
+
+// Wire dtypes.
+const (
+	F32  = moemeshv1.DType_DTYPE_F32
+	BF16 = moemeshv1.DType_DTYPE_BF16
+)
+
+// Tag identifies one collective operation. Every member of the group must
+// call the operation with the same Tag; frames carry it and receivers check
+// it.
+type Tag struct {
+	Step  uint64
+	Layer uint32
+	Phase Phase
+}
+
+func (t Tag) String() string {
+	return fmt.Sprintf("step %d layer %d %s", t.Step, t.Layer, t.Phase)
+}
+
+// ProtocolVersion is the exchange protocol revision sent in Hello.
+const ProtocolVersion = 1
+
+// Limits on MeshConfig.MaxChunkBytes: small enough that a frame (data,
+// aux, headers) stays under gRPC's default 4 MiB receive limit.
+const (
+	minChunkBytes = 64
+	maxChunkBytes = 2 << 20
+)
+
+// MeshConfig configures one worker's end of a mesh.
+type MeshConfig struct {
+	// Self is this worker's id: an index into Addrs.
+	Self int
+	// Addrs holds every worker's PeerService address, indexed by worker id.
+	// "" marks a worker that is absent: no link is made to it and any
+	// operation naming it fails with ErrPeerLost.
+	Addrs []string
+	// Epoch is the mesh generation. Peers only connect within one
+	// generation; a new one is built whenever Addrs change.
+	Epoch uint64
+
+	// Listener, when set, makes the mesh run its own gRPC server on it
+	// (with ServerOptions) and stop it on Close.
+	Listener      net.Listener
+	ServerOptions []grpc.ServerOption
+	// Service, used when Listener is nil, is a PeerService already
+	// registered on the worker's own gRPC server. Several meshes (of
+	// different epochs) may share one Service.
+	Service *Service
+
+	// DialOptions are used to reach the peers; nil means plaintext.
+	DialOptions []grpc.DialOption
+	// Timeout bounds every operation on top of its context; 0 means the
+	// context alone.
+	Timeout time.Duration
+	// WireDType is the dtype activations travel in (F32 or BF16).
+	WireDType DType
+	// MaxChunkBytes caps the tensor bytes in one frame; larger messages are
+	// split. A multiple of 4 in [64, 2 MiB].
+	MaxChunkBytes int
+	// MaxPendingMessages caps the messages a peer may have sent ahead of
+	// this worker on one link; past it the link is failed with ErrProtocol.
+	MaxPendingMessages int
+	// Logger receives link events; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultMeshConfig returns a complete config; callers fill in Self, Addrs,
+// Epoch and Listener or Service.
+func DefaultMeshConfig() MeshConfig {
+	return MeshConfig{
+		// A step's collectives wait on the slowest worker's compute; 30s
+		// covers a long prefill while still failing a hung peer.
+		Timeout: 30 * time.Second,
+		// f32 keeps the distributed forward pass bitwise comparable with
+		// the single-process one; bf16 halves the traffic when chosen.
+		WireDType: F32,
+		// 1 MiB keeps frames far below gRPC's 4 MiB default limit while
+		// amortising per-frame overhead.
+		MaxChunkBytes: 1 << 20,
+		// Lockstep peers are at most a few operations ahead; 1024 leaves
+		// room for every phase of several layers before a runaway peer is
+		// cut off.
+		MaxPendingMessages: 1024,
+	}
+}
+
+func (c *MeshConfig) validate() error {
+	n := len(c.Addrs)
+	if n == 0 {
+		return invalidf("Addrs is empty: list every worker's address, indexed by worker id")
+	}
+	if c.Self < 0 || c.Self >= n {
+		return invalidf("Self = %d is outside [0, %d): it indexes Addrs", c.Self, n)
+	}
+	if (c.Listener == nil) == (c.Service == nil) {
+		return invalidf("set exactly one of Listener (own server) and Service (shared server)")
+	}
+	if c.WireDType != F32 && c.WireDType != BF16 {
+		return invalidf("WireDType = %v: use F32 or BF16", c.WireDType)
+	}
+	if c.MaxChunkBytes < minChunkBytes || c.MaxChunkBytes > maxChunkBytes || c.MaxChunkBytes%4 != 0 {
+		return invalidf("MaxChunkBytes = %d: use a multiple of 4 in [%d, %d]", c.MaxChunkBytes, minChunkBytes, maxChunkBytes)
+	}
+	if c.MaxPendingMessages < 1 {
+		return invalidf("MaxPendingMessages = %d: must be at least 1", c.MaxPendingMessages)
+	}
+	if c.Timeout < 0 {
+		return invalidf("Timeout = %v: must be >= 0 (0 means the context alone)", c.Timeout)
+	}
+	return nil
+}
