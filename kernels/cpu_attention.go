@@ -41,42 +41,103 @@ func (c *CPU) Attention(out, q, kc, vc Buffer, p AttnParams) {
 		maxLen = max(maxLen, pos+1)
 	}
 	group := p.Heads / p.KVHeads
-	pairs := tokens * p.Heads
-	tasks := c.pool.split(pairs, 2*d*maxLen)
+	// Query heads that share a KV head are taken four at a time when the
+	// group allows: each K and V row is then read once for all four.
+	quad := 1
+	if group%4 == 0 {
+		quad = 4
+	}
+	units := tokens * p.Heads / quad
+	tasks := c.pool.split(units, 2*quad*d*maxLen)
 	scratch := make([][]float32, c.threads)
 	c.pool.run(tasks, func(worker, tk int) {
 		if scratch[worker] == nil {
-			scratch[worker] = make([]float32, maxLen)
+			scratch[worker] = make([]float32, quad*maxLen)
 		}
-		scores := scratch[worker]
-		lo, hi := chunk(pairs, tasks, tk, 1)
-		for pr := lo; pr < hi; pr++ {
-			t, h := pr/p.Heads, pr%p.Heads
-			table := p.BlockTables[p.SeqOf[t]]
-			n := int(p.Pos[t]) + 1
-			kvOff := (h / group) * d
-			qh := qs[t*qw+h*d : t*qw+(h+1)*d]
-			oh := o[t*qw+h*d : t*qw+(h+1)*d]
-			sc := scores[:n]
-			mx := float32(math.Inf(-1))
-			for pos := range sc {
-				row := int(table[pos/p.BlockSize])*p.BlockSize + pos%p.BlockSize
-				s := p.Scale * dotF32(qh, ks[row*width+kvOff:row*width+kvOff+d])
-				sc[pos] = s
-				mx = max(mx, s)
+		lo, hi := chunk(units, tasks, tk, 1)
+		for u := lo; u < hi; u++ {
+			t, h := u*quad/p.Heads, u*quad%p.Heads
+			a := attnHeads{
+				table: p.BlockTables[p.SeqOf[t]], bs: p.BlockSize,
+				n: int(p.Pos[t]) + 1, d: d, width: width, kvOff: (h / group) * d,
+				scale: p.Scale,
+				q:     qs[t*qw+h*d : t*qw+(h+quad)*d],
+				out:   o[t*qw+h*d : t*qw+(h+quad)*d],
 			}
-			var sum float64
-			for pos, s := range sc {
-				e := float32(math.Exp(float64(s - mx)))
-				sc[pos] = e
-				sum += float64(e)
-			}
-			inv := float32(1 / sum)
-			clear(oh)
-			for pos, e := range sc {
-				row := int(table[pos/p.BlockSize])*p.BlockSize + pos%p.BlockSize
-				axpy(e*inv, vs[row*width+kvOff:row*width+kvOff+d], oh)
+			if quad == 4 {
+				a.four(ks, vs, scratch[worker])
+			} else {
+				a.one(ks, vs, scratch[worker])
 			}
 		}
 	})
+}
+
+// attnHeads is the attention of one token for query heads that share a
+// KV head: q and out hold those heads, HeadDim apart.
+type attnHeads struct {
+	table        []int32
+	bs, n, d     int
+	width, kvOff int
+	scale        float32
+	q, out       []float32
+}
+
+func (a *attnHeads) row(pos int) int {
+	return (int(a.table[pos/a.bs])*a.bs+pos%a.bs)*a.width + a.kvOff
+}
+
+func (a *attnHeads) one(ks, vs, scratch []float32) {
+	sc := scratch[:a.n]
+	for pos := range sc {
+		r := a.row(pos)
+		sc[pos] = a.scale * dotF32(a.q, ks[r:r+a.d])
+	}
+	inv := softmaxWeights(sc)
+	clear(a.out)
+	for pos, e := range sc {
+		r := a.row(pos)
+		axpy(e*inv, vs[r:r+a.d], a.out)
+	}
+}
+
+// four handles four query heads: scratch holds their scores, position-major.
+func (a *attnHeads) four(ks, vs, scratch []float32) {
+	d := a.d
+	var s4 [4]float32
+	for pos := range a.n {
+		r := a.row(pos)
+		dot1x4F32(&s4, ks[r:r+d], a.q, d, d)
+		for j := range 4 {
+			scratch[j*a.n+pos] = a.scale * s4[j]
+		}
+	}
+	var inv [4]float32
+	for j := range 4 {
+		inv[j] = softmaxWeights(scratch[j*a.n : (j+1)*a.n])
+	}
+	clear(a.out)
+	for pos := range a.n {
+		r := a.row(pos)
+		v := vs[r : r+d]
+		for j := range 4 {
+			axpy(scratch[j*a.n+pos]*inv[j], v, a.out[j*d:(j+1)*d])
+		}
+	}
+}
+
+// softmaxWeights replaces scores by their exponentials less the maximum,
+// rounded to float32, and returns the reciprocal of their float64 sum.
+func softmaxWeights(sc []float32) float32 {
+	mx := float32(math.Inf(-1))
+	for _, s := range sc {
+		mx = max(mx, s)
+	}
+	var sum float64
+	for i, s := range sc {
+		e := float32(math.Exp(float64(s - mx)))
+		sc[i] = e
+		sum += float64(e)
+	}
+	return float32(1 / sum)
 }
