@@ -302,14 +302,14 @@ func TestChatTemplateToolsAndReasoning(t *testing.T) {
 		}},
 		{Role: "tool", Content: `{"temp": 21}`},
 	}
-	tools := []json.RawMessage{json.RawMessage(`{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}`)}
+	tools := []json.RawMessage{json.RawMessage(`{"type": "function", "function": {"name": "get_weather", "description": "Weather in <city> & region", "parameters": {"type": "object"}}}`)}
 	got, err := tok.ApplyChatTemplate(msgs, TemplateOptions{AddGenerationPrompt: true, Tools: tools})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "<|im_start|>system\nBe brief.\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" +
 		"You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
-		`{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}` +
+		`{"type": "function", "function": {"name": "get_weather", "description": "Weather in <city> & region", "parameters": {"type": "object"}}}` +
 		"\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n" +
 		"<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" +
 		"<|im_start|>user\nWeather in Paris?<|im_end|>\n" +
