@@ -81,7 +81,7 @@ func NewMesh(ctx context.Context, cfg MeshConfig) (*Mesh, error) {
 	}
 	dialOpts := cfg.DialOptions
 	if dialOpts == nil {
-		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		dialOpts = DefaultDialOptions()
 	}
 	for p := m.self + 1; p < len(cfg.Addrs); p++ {
 		if m.links[p] == nil {
@@ -119,6 +119,12 @@ func NewMesh(ctx context.Context, cfg MeshConfig) (*Mesh, error) {
 		}
 	}
 	return m, nil
+}
+
+// DefaultDialOptions are the dial options used when MeshConfig.DialOptions
+// is nil: plaintext, as inside a cluster network.
+func DefaultDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 }
 
 // Self returns this worker's id.
