@@ -38,6 +38,9 @@ type Backend struct {
 	stage [2]staging
 	next  int // staging buffer for the next chunk of a large write
 
+	scr      cu.DevicePtr // device scratch for partial results (attention splits)
+	scrBytes int
+
 	err    error // first asynchronous failure, reported by Sync and Read*
 	closed bool
 }
@@ -152,6 +155,9 @@ func (b *Backend) release() {
 			_ = b.stream.Synchronize()
 		}
 		b.meta.free()
+		if b.scr != 0 {
+			_ = cu.MemFree(b.scr)
+		}
 		for i := range b.stage {
 			b.stage[i].free()
 		}
@@ -369,4 +375,23 @@ func (b *Backend) gridFor(n int64) int {
 	return int(g)
 }
 
-func ceilDiv(a, b int) int { return (a + b - 1) / b }
+// scratch returns at least n bytes of device memory for intermediate
+// results of one call; the next call may reuse it, which stream order makes
+// safe. Growing it waits for the stream first. The thread must hold the context.
+func (b *Backend) scratch(n int) cu.DevicePtr {
+	if n <= b.scrBytes {
+		return b.scr
+	}
+	_ = b.sync()
+	size := max(n, 2*b.scrBytes, 1<<20)
+	if b.scr != 0 {
+		_ = cu.MemFree(b.scr)
+		b.scr, b.scrBytes = 0, 0
+	}
+	p, err := cu.MemAlloc(int64(size))
+	if err != nil {
+		panic(fmt.Sprintf("cuda: scratch of %d bytes: %v", size, err))
+	}
+	b.scr, b.scrBytes = p, size
+	return p
+}

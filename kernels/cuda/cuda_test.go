@@ -272,52 +272,68 @@ func TestCrossCheckCPU(t *testing.T) {
 		tw.gpu.ScatterAdd(emb.g, got.g, rows, scale, dim)
 		tw.compare("ScatterAdd", emb, len(ids)*dim, 1e-6)
 	})
-	t.Run("KVWriteAttention", func(t *testing.T) {
-		tw := newTwin(t)
-		p := kernels.AttnParams{Heads: 8, KVHeads: 2, HeadDim: 128, BlockSize: 16}
-		p.Scale = float32(1 / math.Sqrt(float64(p.HeadDim)))
-		width := p.KVHeads * p.HeadDim
-		lens := []int{40, 500, 1030}
-		blocks := 0
-		for _, l := range lens {
-			blocks += (l + p.BlockSize - 1) / p.BlockSize
+	for _, c := range []struct {
+		name    string
+		headDim int
+		lens    []int
+		prefill bool // sequence 0 is a prefill of its whole length
+		off     int  // view offset of q and out: 1 forces the generic kernel
+	}{
+		{"d128/prefill+decode", 128, []int{40, 500, 1030}, true, 0},
+		{"d128/decode/split", 128, []int{3000, 1500}, false, 0},
+		{"d128/unaligned", 128, []int{70, 600}, true, 1},
+		{"d64", 64, []int{40, 300}, true, 0},
+	} {
+		t.Run("KVWriteAttention/"+c.name, func(t *testing.T) {
+			testAttention(newTwin(t), c.headDim, c.lens, c.prefill, c.off)
+		})
+	}
+}
+
+// testAttention fills a paged cache for sequences of the given lengths
+// through KVWrite, then attends: every sequence decodes its last position,
+// except sequence 0 with prefill, which attends from all its positions.
+func testAttention(tw *twin, headDim int, lens []int, prefill bool, off int) {
+	p := kernels.AttnParams{Heads: 8, KVHeads: 2, HeadDim: headDim, BlockSize: 16}
+	p.Scale = float32(1 / math.Sqrt(float64(p.HeadDim)))
+	width := p.KVHeads * p.HeadDim
+	blocks := 0
+	for _, l := range lens {
+		blocks += (l + p.BlockSize - 1) / p.BlockSize
+	}
+	perm := tw.rng.Perm(blocks) // scattered blocks
+	cacheRows := blocks * p.BlockSize
+	kc, vc := tw.alloc(kernels.F32, cacheRows*width), tw.alloc(kernels.F32, cacheRows*width)
+	var slots []int32
+	for s, l := range lens {
+		tab := make([]int32, (l+p.BlockSize-1)/p.BlockSize)
+		for i := range tab {
+			tab[i], perm = int32(perm[0]), perm[1:]
 		}
-		perm := tw.rng.Perm(blocks) // scattered blocks
-		cacheRows := blocks * p.BlockSize
-		kc, vc := tw.alloc(kernels.F32, cacheRows*width), tw.alloc(kernels.F32, cacheRows*width)
-		var slots []int32
-		for s, l := range lens {
-			tab := make([]int32, (l+p.BlockSize-1)/p.BlockSize)
-			for i := range tab {
-				tab[i], perm = int32(perm[0]), perm[1:]
-			}
-			p.BlockTables = append(p.BlockTables, tab)
+		p.BlockTables = append(p.BlockTables, tab)
+		for j := range l {
+			slots = append(slots, tab[j/p.BlockSize]*int32(p.BlockSize)+int32(j%p.BlockSize))
+		}
+		if s == 0 && prefill {
 			for j := range l {
-				slots = append(slots, tab[j/p.BlockSize]*int32(p.BlockSize)+int32(j%p.BlockSize))
+				p.SeqOf, p.Pos = append(p.SeqOf, int32(s)), append(p.Pos, int32(j))
 			}
-			// Sequence 0 is a prefill of its whole length; the others decode
-			// their last position.
-			if s == 0 {
-				for j := range l {
-					p.SeqOf, p.Pos = append(p.SeqOf, int32(s)), append(p.Pos, int32(j))
-				}
-			} else {
-				p.SeqOf, p.Pos = append(p.SeqOf, int32(s)), append(p.Pos, int32(l-1))
-			}
+		} else {
+			p.SeqOf, p.Pos = append(p.SeqOf, int32(s)), append(p.Pos, int32(l-1))
 		}
-		k, v := tw.rand(kernels.F32, len(slots)*width, 1), tw.rand(kernels.F32, len(slots)*width, 1)
-		tw.cpu.KVWrite(kc.c, vc.c, k.c, v.c, slots, width)
-		tw.gpu.KVWrite(kc.g, vc.g, k.g, v.g, slots, width)
-		tw.compare("KVWrite k", kc, cacheRows*width, 0)
-		tw.compare("KVWrite v", vc, cacheRows*width, 0)
-		tokens := len(p.Pos)
-		q := tw.rand(kernels.F32, tokens*p.Heads*p.HeadDim, 1)
-		out := tw.alloc(kernels.F32, tokens*p.Heads*p.HeadDim)
-		tw.poison(out, tokens*p.Heads*p.HeadDim)
-		tw.cpu.Attention(out.c, q.c, kc.c, vc.c, p)
-		tw.gpu.Attention(out.g, q.g, kc.g, vc.g, p)
-		tw.compare("Attention", out, tokens*p.Heads*p.HeadDim, 1e-5)
-	})
+	}
+	k, v := tw.rand(kernels.F32, len(slots)*width, 1), tw.rand(kernels.F32, len(slots)*width, 1)
+	tw.cpu.KVWrite(kc.c, vc.c, k.c, v.c, slots, width)
+	tw.gpu.KVWrite(kc.g, vc.g, k.g, v.g, slots, width)
+	tw.compare("KVWrite k", kc, cacheRows*width, 0)
+	tw.compare("KVWrite v", vc, cacheRows*width, 0)
+	n := len(p.Pos) * p.Heads * p.HeadDim
+	q := tw.view(tw.rand(kernels.F32, n+off, 1), off, n)
+	out := tw.view(tw.alloc(kernels.F32, n+off), off, n)
+	tw.poison(out, n)
+	tw.cpu.Attention(out.c, q.c, kc.c, vc.c, p)
+	tw.gpu.Attention(out.g, q.g, kc.g, vc.g, p)
+	tw.compare("Attention", out, n, 1e-5)
 }
 
 // Model-shaped benchmarks (Qwen3-30B-A3B, one GPU). Each reports the

@@ -8,23 +8,6 @@ import (
 	"github.com/moemesh/moemesh/kernels"
 )
 
-// gemvMaxRows is the largest m that takes the GEMV path: up to this many
-// rows, streaming each weight row once beats the tiled kernel.
-const gemvMaxRows = 8
-
-// gemvRows picks the kernel variant (accumulator count) for m rows.
-func gemvRows(m int) int {
-	switch {
-	case m <= 1:
-		return 1
-	case m <= 2:
-		return 2
-	case m <= 4:
-		return 4
-	}
-	return 8
-}
-
 // vecElems is the number of weight elements in a 16-byte load.
 func vecElems(dt kernels.DType) int { return 16 / dt.Size() }
 

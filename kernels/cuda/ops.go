@@ -216,36 +216,6 @@ func (b *Backend) ScatterAdd(out, x kernels.Buffer, rows []int32, scale []float3
 	}
 }
 
-// groupByRow returns the distinct destination rows in order of first
-// appearance, and for destination u the inputs order[start[u]:start[u+1]]
-// in increasing index.
-func groupByRow(rows []int32) (dst, start, order []int32) {
-	slot := make(map[int32]int32, len(rows))
-	var count []int32
-	for _, r := range rows {
-		u, ok := slot[r]
-		if !ok {
-			u = int32(len(dst))
-			slot[r] = u
-			dst = append(dst, r)
-			count = append(count, 0)
-		}
-		count[u]++
-	}
-	start = make([]int32, len(dst)+1)
-	for u, c := range count {
-		start[u+1] = start[u] + c
-	}
-	order = make([]int32, len(rows))
-	fill := append([]int32(nil), start[:len(dst)]...)
-	for i, r := range rows {
-		u := slot[r]
-		order[fill[u]] = int32(i)
-		fill[u]++
-	}
-	return dst, start, order
-}
-
 // KVWrite stores k[i,:] and v[i,:] at cache rows slots[i] of kc and vc.
 func (b *Backend) KVWrite(kc, vc, k, v kernels.Buffer, slots []int32, width int) {
 	if width <= 0 {
@@ -267,8 +237,10 @@ func (b *Backend) KVWrite(kc, vc, k, v kernels.Buffer, slots []int32, width int)
 		new(launchArgs).ptr(kcb.ptr).ptr(vcb.ptr).ptr(kb.ptr).ptr(vb.ptr).ptr(sp).num(width))
 }
 
-// attnMaxHeadDim is the largest head dimension the attention kernel holds
-// in registers.
+// attnMaxHeadDim is the largest head dimension the attention kernels hold
+// in registers. Head dimension 128 with 16-byte aligned buffers (Qwen3)
+// takes attention_paged_d128, which splits long contexts across blocks;
+// other sizes take attention_paged_f32, one block per (token, head).
 const attnMaxHeadDim = 256
 
 // Attention computes causal paged attention for every token and query head.
@@ -325,8 +297,28 @@ func (b *Backend) Attention(out, q, kc, vc kernels.Buffer, p kernels.AttnParams)
 	op := mc.i32(off)
 	bp := mc.i32(flat)
 	mc.upload()
-	b.launch("attention_paged_f32", tokens*p.Heads, 1, 1, 128,
-		new(launchArgs).ptr(o.ptr).ptr(qb.ptr).ptr(kcb.ptr).ptr(vcb.ptr).
+	pairs := tokens * p.Heads
+	if p.HeadDim != 128 || (o.ptr|qb.ptr|kcb.ptr|vcb.ptr)%16 != 0 {
+		b.launch("attention_paged_f32", pairs, 1, 1, 128,
+			new(launchArgs).ptr(o.ptr).ptr(qb.ptr).ptr(kcb.ptr).ptr(vcb.ptr).
+				ptr(sp).ptr(pp).ptr(op).ptr(bp).
+				num(p.Heads).num(p.KVHeads).num(p.HeadDim).f32(p.Scale).num(p.BlockSize))
+		return
+	}
+	maxPos := int32(0)
+	for _, v := range p.Pos {
+		maxPos = max(maxPos, v)
+	}
+	splits, chunk := attnSplits(pairs, int(maxPos)+1, b.sms)
+	var part cu.DevicePtr
+	if splits > 1 {
+		part = b.scratch(4 * pairs * splits * (128 + 2))
+	}
+	b.launch("attention_paged_d128", pairs, splits, 1, 256,
+		new(launchArgs).ptr(o.ptr).ptr(part).ptr(qb.ptr).ptr(kcb.ptr).ptr(vcb.ptr).
 			ptr(sp).ptr(pp).ptr(op).ptr(bp).
-			num(p.Heads).num(p.KVHeads).num(p.HeadDim).f32(p.Scale).num(p.BlockSize))
+			num(p.Heads).num(p.KVHeads).f32(p.Scale).num(p.BlockSize).num(chunk))
+	if splits > 1 {
+		b.launch("attention_combine_d128", pairs, 1, 1, 128, new(launchArgs).ptr(o.ptr).ptr(part).num(splits))
+	}
 }

@@ -24,5 +24,5 @@ var kernelNames = []string{
 	"rmsnorm_warp", "rmsnorm_block", "softmax_warp", "softmax_block",
 	"topk_rows", "rope_neox",
 	"add_f32", "silu_mul_f32", "embed_f32", "embed_bf16", "gather_b32", "gather_b16",
-	"scatter_add_f32", "kv_write_f32", "attention_paged_f32",
+	"scatter_add_f32", "kv_write_f32", "attention_paged_f32", "attention_paged_d128", "attention_combine_d128",
 }
