@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -35,12 +36,19 @@ const (
 	classSpace
 )
 
-var asciiClass [utf8.RuneSelf]runeClass
+// bmpClass caches classifySlow for the Basic Multilingual Plane, where
+// almost all text lives; built on first use.
+var (
+	bmpClass     [1 << 16]runeClass
+	bmpClassOnce sync.Once
+)
 
-func init() {
-	for r := range rune(utf8.RuneSelf) {
-		asciiClass[r] = classifySlow(r)
-	}
+func buildClassTable() {
+	bmpClassOnce.Do(func() {
+		for r := range rune(1 << 16) {
+			bmpClass[r] = classifySlow(r)
+		}
+	})
 }
 
 func classifySlow(r rune) runeClass {
@@ -56,8 +64,8 @@ func classifySlow(r rune) runeClass {
 }
 
 func classify(r rune) runeClass {
-	if r < utf8.RuneSelf {
-		return asciiClass[r]
+	if r < 1<<16 {
+		return bmpClass[r]
 	}
 	return classifySlow(r)
 }
@@ -70,6 +78,7 @@ func decodeAt(s string, i int) (rune, int) {
 }
 
 func (qwenSplitter) split(s string, dst []string) []string {
+	buildClassTable()
 	for i := 0; i < len(s); {
 		n := qwenMatch(s, i)
 		dst = append(dst, s[i:i+n])
