@@ -34,6 +34,12 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
@@ -51,6 +57,18 @@ __device__ __forceinline__ float block_sum(float v, float *scratch) {
   __syncthreads();
   v = lane < nwarps ? scratch[lane] : 0.f;
   return warp_sum(v);
+}
+
+// block_sum_d is block_sum in double; scratch holds 32 doubles.
+__device__ __forceinline__ double block_sum_d(double v, double *scratch) {
+  int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+  int nwarps = blockDim.x / WARP;
+  v = warp_sum_d(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? scratch[lane] : 0.0;
+  return warp_sum_d(v);
 }
 
 __device__ __forceinline__ float block_max(float v, float *scratch) {

@@ -13,12 +13,13 @@ extern "C" __global__ void __launch_bounds__(256)
   GRID_STRIDE(i, n) out[i] = a[i] + b[i];
 }
 
-// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)); out may alias gate.
+// out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)) evaluated in
+// double and rounded once; out may alias gate.
 extern "C" __global__ void __launch_bounds__(256)
     silu_mul_f32(float *out, const float *gate, const float *up, long long n) {
   GRID_STRIDE(i, n) {
-    float g = gate[i];
-    out[i] = g / (1.f + expf(-g)) * up[i];
+    double g = gate[i];
+    out[i] = (float)(g / (1.0 + exp(-g))) * up[i];
   }
 }
 

@@ -6,6 +6,14 @@
 
 // ---- RMSNorm: out[r,:] = w ⊙ x[r,:] / sqrt(mean(x[r,:]²) + eps) ----
 // out may alias x: every element is read and written by one thread.
+// As in the CPU backend: squares in float32 summed in double, the mean and
+// mean+eps rounded to float32, the reciprocal root in double, then
+// (x·s)·w in float32.
+
+__device__ __forceinline__ float rms_scale(double ss, int dim, float eps) {
+  float mean = (float)(ss / (double)dim);
+  return (float)(1.0 / sqrt((double)(mean + eps)));
+}
 
 extern "C" __global__ void __launch_bounds__(256)
     rmsnorm_warp(float *out, const float *x, const float *w, int rows, int dim,
@@ -14,28 +22,28 @@ extern "C" __global__ void __launch_bounds__(256)
   if (row >= rows) return;
   const float *xr = x + (size_t)row * dim;
   float *o = out + (size_t)row * dim;
-  float ss = 0.f;
-  for (int i = lane; i < dim; i += WARP) ss = fmaf(xr[i], xr[i], ss);
-  ss = warp_sum(ss);
-  float inv = 1.f / sqrtf(ss / (float)dim + eps);
-  for (int i = lane; i < dim; i += WARP) o[i] = w[i] * (xr[i] * inv);
+  double ss = 0.0;
+  for (int i = lane; i < dim; i += WARP) ss += (double)(xr[i] * xr[i]);
+  float s = rms_scale(warp_sum_d(ss), dim, eps);
+  for (int i = lane; i < dim; i += WARP) o[i] = (xr[i] * s) * w[i];
 }
 
 extern "C" __global__ void __launch_bounds__(256)
     rmsnorm_block(float *out, const float *x, const float *w, int rows, int dim,
                   float eps) {
-  __shared__ float scratch[32];
+  __shared__ double scratch[32];
   int row = blockIdx.x;
   const float *xr = x + (size_t)row * dim;
   float *o = out + (size_t)row * dim;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss = fmaf(xr[i], xr[i], ss);
-  ss = block_sum(ss, scratch);
-  float inv = 1.f / sqrtf(ss / (float)dim + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = w[i] * (xr[i] * inv);
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)(xr[i] * xr[i]);
+  float s = rms_scale(block_sum_d(ss, scratch), dim, eps);
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (xr[i] * s) * w[i];
 }
 
 // ---- Softmax over each row of x[rows, n], in place ----
+// As in the CPU backend: exp in double rounded to float32, the sum in
+// double, one float32 reciprocal.
 
 extern "C" __global__ void __launch_bounds__(256)
     softmax_warp(float *x, int rows, int n) {
@@ -45,32 +53,31 @@ extern "C" __global__ void __launch_bounds__(256)
   float mx = -INFINITY;
   for (int i = lane; i < n; i += WARP) mx = fmaxf(mx, xr[i]);
   mx = warp_max(mx);
-  float s = 0.f;
+  double s = 0.0;
   for (int i = lane; i < n; i += WARP) {
-    float e = expf(xr[i] - mx);
+    float e = (float)exp((double)(xr[i] - mx));
     xr[i] = e;
-    s += e;
+    s += (double)e;
   }
-  s = warp_sum(s);
-  float inv = 1.f / s;
+  float inv = (float)(1.0 / warp_sum_d(s));
   for (int i = lane; i < n; i += WARP) xr[i] *= inv;
 }
 
 extern "C" __global__ void __launch_bounds__(256)
     softmax_block(float *x, int rows, int n) {
   __shared__ float scratch[32];
+  __shared__ double dscratch[32];
   float *xr = x + (size_t)blockIdx.x * n;
   float mx = -INFINITY;
   for (int i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, xr[i]);
   mx = block_max(mx, scratch);
-  float s = 0.f;
+  double s = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    float e = expf(xr[i] - mx);
+    float e = (float)exp((double)(xr[i] - mx));
     xr[i] = e;
-    s += e;
+    s += (double)e;
   }
-  s = block_sum(s, scratch);
-  float inv = 1.f / s;
+  float inv = (float)(1.0 / block_sum_d(s, dscratch));
   for (int i = threadIdx.x; i < n; i += blockDim.x) xr[i] *= inv;
 }
 
