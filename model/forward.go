@@ -48,6 +48,7 @@ type Model struct {
 	QHeads, KVHeads HeadRange // this shard's heads
 	scratch         map[string]kernels.Buffer
 	ck              *Checkpoint // owned when opened by Open
+	closeBackend    bool
 }
 
 // NewModel wires weights, backend and a KV cache of numBlocks blocks.
@@ -322,5 +323,9 @@ func (m *Model) Close() {
 	if m.ck != nil {
 		m.ck.Close()
 		m.ck = nil
+	}
+	if m.closeBackend {
+		closeBackend(m.B)
+		m.closeBackend = false
 	}
 }

@@ -57,6 +57,7 @@ func openFixture(t testing.TB, fixture string, blocks int) *model.Model {
 	}
 	t.Cleanup(func() { ck.Close() })
 	b := kernels.NewCPU()
+	t.Cleanup(b.Close)
 	w, err := model.LoadWeights(ck, cfg, b, model.Shard{})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,9 @@ type OpenOptions struct {
 	// ContextTokens sizes the KV pool: ContextTokens/BlockSize blocks
 	// (default 8192 positions).
 	ContextTokens int
+	// CloseBackend makes Model.Close also close the backend (when it has a
+	// Close method), for callers that made the backend only for this model.
+	CloseBackend bool
 	// Progress, when set, is called after each layer is loaded.
 	Progress func(done, total int)
 }
@@ -39,6 +42,9 @@ func Open(dir string, b kernels.Backend, o OpenOptions) (*Model, error) {
 	w, err := loadWeights(ck, cfg, b, o.Shard, o.Progress)
 	if err != nil {
 		ck.Close()
+		if o.CloseBackend {
+			closeBackend(b)
+		}
 		return nil, err
 	}
 	m, err := NewModel(cfg, w, b, o.Shard, o.BlockSize, (o.ContextTokens+o.BlockSize-1)/o.BlockSize)
@@ -47,8 +53,18 @@ func Open(dir string, b kernels.Backend, o OpenOptions) (*Model, error) {
 		return nil, fmt.Errorf("model: %s: %w", dir, err)
 	}
 	m.ck = ck
+	m.closeBackend = o.CloseBackend
 	return m, nil
 }
 
 // NewBlockPool returns a block pool matching the model's KV cache.
 func (m *Model) NewBlockPool() *BlockPool { return NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks) }
+
+func closeBackend(b kernels.Backend) {
+	switch c := b.(type) {
+	case interface{ Close() error }:
+		_ = c.Close()
+	case interface{ Close() }:
+		c.Close()
+	}
+}

@@ -7,49 +7,22 @@ import (
 
 	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sharding"
+	"github.com/moemesh/moemesh/worker/collective"
 )
 
-// Msg is one worker's message to another in an all-to-all: a row-major
-// float32 matrix and integer side data.
-type Msg struct {
-	Rows, Cols int
-	Data       []float32
-	Aux        []int32
-}
-
-// Exchange is what the data plane needs from the peer mesh. Every call is
+// Exchange is what the data plane needs from the peer mesh; a
+// *collective.Mesh is one, and tests wrap it to inject faults. Every call is
 // collective: all members named must make the matching call with the same
 // tag, and every call fails (never hangs) when a peer is lost or ctx ends.
 type Exchange interface {
-	// AllReduceSum sums data over group in place; every member gets the
-	// bitwise-identical result.
-	AllReduceSum(ctx context.Context, tag Tag, group []int, data []float32) error
-	// AllGather concatenates every member's rows in group order into out
-	// (len = Σ members' lengths); the lengths are known to all members.
-	AllGather(ctx context.Context, tag Tag, group []int, mine []float32, lens []int, out []float32) error
-	// AllToAll sends send[p] to every peer p in peers (an absent entry is an
-	// empty message) and returns the message received from each peer.
-	AllToAll(ctx context.Context, tag Tag, peers []int, send map[int]Msg) (map[int]Msg, error)
+	AllReduceSum(ctx context.Context, tag collective.Tag, group []int, data []float32) error
+	AllGatherV(ctx context.Context, tag collective.Tag, group []int, mine []float32, out [][]float32) error
+	AllToAll(ctx context.Context, tag collective.Tag, group []int, send map[int]collective.Payload) (map[int]collective.Payload, error)
 }
 
-// Phase names the exchange a frame belongs to.
-type Phase int
-
-// The phases of a layer.
-const (
-	PhaseAttnReduce Phase = iota + 1
-	PhaseDispatch
-	PhaseCombine
-	PhaseGather
-)
-
-// Tag identifies one collective operation: all frames of it carry the tag.
-type Tag struct {
-	Step  uint64
-	Layer int
-	Phase Phase
-}
+var _ Exchange = (*collective.Mesh)(nil)
 
 // TokenKey is the key that picks an expert replica for token i of worker
 // self's share (sharding.Placement.Route).
@@ -98,7 +71,7 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 		e int32
 		w float32
 	}
-	send := map[int]Msg{}
+	send := map[int]collective.Payload{}
 	sentRows := map[int][]int{} // destination -> local token index of each row
 	localRows := make([][]int32, m.Cfg.NumExperts)
 	localW := make([][]float32, m.Cfg.NumExperts)
@@ -135,14 +108,14 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 		}
 	}
 
-	tag := Tag{Step: d.step, Layer: l, Phase: PhaseDispatch}
+	tag := collective.Tag{Step: d.step, Layer: uint32(l), Phase: pb.Phase_PHASE_DISPATCH}
 	recv, err := d.ex.AllToAll(ctx, tag, d.all, send)
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 
 	// Compute the experts for the rows others sent us.
-	reply := map[int]Msg{}
+	reply := map[int]collective.Payload{}
 	for src, msg := range recv {
 		if msg.Rows == 0 {
 			continue
@@ -157,7 +130,7 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 	if err := m.RunExperts(l, h, out, localRows, localW); err != nil {
 		return err
 	}
-	tag.Phase = PhaseCombine
+	tag.Phase = pb.Phase_PHASE_COMBINE
 	back, err := d.ex.AllToAll(ctx, tag, d.all, reply)
 	if err != nil {
 		return fmt.Errorf("combine: %w", err)
@@ -189,14 +162,14 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 		if err := b.ReadF32(b.View(out, lo*hid, n*hid), 0, mine); err != nil {
 			return err
 		}
-		lens := make([]int, d.layout.TP)
-		for r := range lens {
-			sr := sharding.SplitRange(tokens, d.layout.TP, r)
-			lens[r] = (sr[1] - sr[0]) * hid
-		}
 		full := make([]float32, tokens*hid)
-		tag.Phase = PhaseGather
-		if err := d.ex.AllGather(ctx, tag, group, mine, lens, full); err != nil {
+		parts := make([][]float32, d.layout.TP)
+		for r := range parts {
+			sr := sharding.SplitRange(tokens, d.layout.TP, r)
+			parts[r] = full[sr[0]*hid : sr[1]*hid]
+		}
+		tag.Phase = pb.Phase_PHASE_ALLGATHER
+		if err := d.ex.AllGatherV(ctx, tag, group, mine, parts); err != nil {
 			return fmt.Errorf("all-gather: %w", err)
 		}
 		if err := b.WriteF32(out, 0, full); err != nil {
@@ -208,27 +181,27 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 
 // remoteRows computes, for each row src sent, the weighted sum of the
 // experts it asked for, all of which must be hosted here.
-func (d *meshMoE) remoteRows(l, src int, msg Msg) (Msg, error) {
+func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Payload, error) {
 	m, b := d.m, d.m.B
 	hid := m.Cfg.HiddenSize
 	if msg.Cols != hid || len(msg.Data) != msg.Rows*hid {
-		return Msg{}, fmt.Errorf("%w: dispatch from worker %d: %d rows of %d floats, want rows of %d", ErrProtocol, src, msg.Rows, msg.Cols, hid)
+		return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: %d rows of %d floats, want rows of %d", ErrProtocol, src, msg.Rows, msg.Cols, hid)
 	}
 	rows := make([][]int32, m.Cfg.NumExperts)
 	ws := make([][]float32, m.Cfg.NumExperts)
 	a := msg.Aux
 	for r := range msg.Rows {
 		if len(a) == 0 {
-			return Msg{}, fmt.Errorf("%w: dispatch from worker %d: routing data ends at row %d", ErrProtocol, src, r)
+			return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: routing data ends at row %d", ErrProtocol, src, r)
 		}
 		c := int(a[0])
 		if c <= 0 || c > m.Cfg.NumExpertsPerTok || len(a) < 1+2*c {
-			return Msg{}, fmt.Errorf("%w: dispatch from worker %d: row %d names %d experts", ErrProtocol, src, r, c)
+			return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: row %d names %d experts", ErrProtocol, src, r, c)
 		}
 		for j := range c {
 			e := int(a[1+2*j])
 			if e < 0 || e >= m.Cfg.NumExperts || !d.place.Hosts(d.self, e) {
-				return Msg{}, fmt.Errorf("%w: dispatch from worker %d: row %d asks for expert %d, not hosted here", ErrProtocol, src, r, e)
+				return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: row %d asks for expert %d, not hosted here", ErrProtocol, src, r, e)
 			}
 			rows[e] = append(rows[e], int32(r))
 			ws[e] = append(ws[e], math.Float32frombits(uint32(a[2+2*j])))
@@ -237,22 +210,22 @@ func (d *meshMoE) remoteRows(l, src int, msg Msg) (Msg, error) {
 	}
 	x, err := m.Scratch("dispatch-in", msg.Rows*hid)
 	if err != nil {
-		return Msg{}, err
+		return collective.Payload{}, err
 	}
 	y, err := m.Scratch("dispatch-out", msg.Rows*hid)
 	if err != nil {
-		return Msg{}, err
+		return collective.Payload{}, err
 	}
 	if err := b.WriteF32(x, 0, msg.Data); err != nil {
-		return Msg{}, err
+		return collective.Payload{}, err
 	}
 	if err := b.WriteF32(y, 0, make([]float32, msg.Rows*hid)); err != nil {
-		return Msg{}, err
+		return collective.Payload{}, err
 	}
 	if err := m.RunExperts(l, x, y, rows, ws); err != nil {
-		return Msg{}, err
+		return collective.Payload{}, err
 	}
-	res := Msg{Rows: msg.Rows, Cols: hid, Data: make([]float32, msg.Rows*hid)}
+	res := collective.Payload{Rows: msg.Rows, Cols: hid, Data: make([]float32, msg.Rows*hid)}
 	return res, b.ReadF32(y, 0, res.Data)
 }
 
@@ -273,7 +246,7 @@ func (r *meshReducer) AllReduceSum(ctx context.Context, layer int, buf kernels.B
 	if err := r.b.ReadF32(buf, 0, h); err != nil {
 		return err
 	}
-	if err := r.ex.AllReduceSum(ctx, Tag{Step: *r.step, Layer: layer, Phase: PhaseAttnReduce}, r.group, h); err != nil {
+	if err := r.ex.AllReduceSum(ctx, collective.Tag{Step: *r.step, Layer: uint32(layer), Phase: pb.Phase_PHASE_ALLREDUCE_ATTN}, r.group, h); err != nil {
 		return err
 	}
 	return r.b.WriteF32(buf, 0, h)

@@ -17,6 +17,7 @@ import (
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sharding"
+	"github.com/moemesh/moemesh/worker/collective"
 )
 
 // Sentinel errors of the worker.
@@ -30,15 +31,18 @@ var (
 )
 
 // MeshFactory connects a worker to its peers. It is called by LoadShard.
-type MeshFactory func(ctx context.Context, self int, addrs []string, wire pb.DType) (Exchange, func() error, error)
+type MeshFactory func(ctx context.Context, self int, addrs []string, wire pb.DType, epoch uint64) (Exchange, func() error, error)
 
 // Config configures a Worker.
 type Config struct {
 	// Backend makes the compute backend (default: the CPU backend).
 	Backend func() (kernels.Backend, error)
-	// Mesh connects to peers (required).
+	// Mesh connects to peers (Serve supplies one).
 	Mesh MeshFactory
 	Log  *slog.Logger
+	// WrapExchange, when set, wraps the mesh the worker uses (tests inject
+	// faults with it).
+	WrapExchange func(self int, ex Exchange) Exchange
 }
 
 // Worker implements the WorkerService.
@@ -55,6 +59,7 @@ type Worker struct {
 	place     *sharding.Placement
 	step      uint64
 	resident  int64
+	mesh      *collective.Mesh // traffic counters, when the exchange is a mesh
 	state     pb.WorkerState
 }
 
@@ -156,14 +161,18 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 		return nil, status.Errorf(codes.InvalidArgument, "worker: kv_blocks (%d) and kv_block_size (%d) must be positive", blocks, bs)
 	}
 	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts, SkipLMHead: layout.Rank(self) != 0}
-	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs})
+	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs, CloseBackend: true})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	ex, closeMesh, err := w.cfg.Mesh(ctx, self, req.PeerAddrs, req.WireDtype)
+	ex, closeMesh, err := w.cfg.Mesh(ctx, self, req.PeerAddrs, req.WireDtype, req.MeshEpoch)
 	if err != nil {
 		m.Close()
 		return nil, status.Errorf(codes.Unavailable, "worker: connecting to peers: %v", err)
+	}
+	w.mesh, _ = ex.(*collective.Mesh)
+	if w.cfg.WrapExchange != nil {
+		ex = w.cfg.WrapExchange(self, ex)
 	}
 	w.m, w.ex, w.closeMesh = m, ex, closeMesh
 	w.self, w.layout, w.place = self, layout, pl
@@ -252,8 +261,9 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 
 func (w *Worker) stats(start time.Time) *pb.StepStats {
 	st := &pb.StepStats{WallUs: time.Since(start).Microseconds()}
-	if sp, ok := w.ex.(interface{ PhaseStats() []*pb.PhaseStats }); ok {
-		st.Phases = sp.PhaseStats()
+	if w.mesh != nil {
+		st.Phases = w.mesh.Stats().Proto()
+		w.mesh.ResetStats()
 	}
 	return st
 }
@@ -263,16 +273,14 @@ func stepError(err error) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, ErrProtocol), errors.Is(err, errPeer):
+	case errors.Is(err, ErrProtocol):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
+	}
+	if c := collective.Code(err); c != codes.Internal {
+		return status.Error(c, err.Error())
 	}
 	return status.Error(codes.InvalidArgument, err.Error())
 }
-
-// errPeer is matched by the mesh adapter's errors for lost peers.
-var errPeer = errors.New("worker: peer lost")
 
 func argmax(v []float32) int32 {
 	best := 0

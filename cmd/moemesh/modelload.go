@@ -47,5 +47,6 @@ func openModel(s IOStreams, dir string, o model.OpenOptions) (*model.Model, erro
 			bar.Set(done)
 		}
 	}
+	o.CloseBackend = true
 	return model.Open(dir, kernels.NewCPU(), o)
 }

@@ -1,0 +1,70 @@
+package worker
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/worker/collective"
+)
+
+// Server is a worker process's gRPC server: the WorkerService and the
+// PeerService of its mesh on one listener.
+type Server struct {
+	Worker *Worker
+	grpc   *grpc.Server
+	lis    net.Listener
+	done   chan struct{}
+}
+
+// MaxMessageBytes bounds gRPC messages (logits of long prompts are large).
+const MaxMessageBytes = 1 << 30
+
+// Serve starts a worker server on lis. cfg.Mesh, when nil, joins a
+// collective.Mesh registered on the same server.
+func Serve(lis net.Listener, cfg Config) *Server {
+	s := &Server{lis: lis, done: make(chan struct{})}
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes))
+	svc := collective.NewService()
+	svc.Register(s.grpc)
+	if cfg.Mesh == nil {
+		cfg.Mesh = func(ctx context.Context, self int, addrs []string, wire pb.DType, epoch uint64) (Exchange, func() error, error) {
+			mc := collective.DefaultMeshConfig()
+			mc.Self, mc.Addrs, mc.Epoch, mc.Service, mc.WireDType, mc.Logger = self, addrs, epoch, svc, wire, cfg.Log
+			if wire == pb.DType_DTYPE_UNSPECIFIED {
+				mc.WireDType = collective.F32
+			}
+			m, err := collective.NewMesh(ctx, mc)
+			if err != nil {
+				return nil, nil, err
+			}
+			return m, m.Close, nil
+		}
+	}
+	s.Worker = New(cfg)
+	pb.RegisterWorkerServiceServer(s.grpc, s.Worker)
+	go func() {
+		defer close(s.done)
+		_ = s.grpc.Serve(lis)
+	}()
+	return s
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Done is closed when the server has stopped serving.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Stop closes the worker's mesh and model and stops the server, waiting at
+// most grace for RPCs in flight.
+func (s *Server) Stop(grace time.Duration) {
+	_ = s.Worker.Close()
+	t := time.AfterFunc(grace, s.grpc.Stop)
+	s.grpc.GracefulStop()
+	t.Stop()
+	<-s.done
+}
