@@ -159,7 +159,9 @@ func (m *Mesh) ResetStats() { m.stats.reset() }
 
 // Close ends every stream, stops every goroutine the mesh started (and its
 // own server, if any) and fails operations in flight with ErrClosed. Peers
-// see ErrPeerLost. It is idempotent and always returns nil.
+// see ErrPeerLost. Frames still buffered in the transport may be dropped,
+// so close a generation after its last operation completed on every
+// member. It is idempotent and always returns nil.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
 		m.svc.detach(m)

@@ -39,14 +39,6 @@ type message struct {
 	aux    []int32
 }
 
-// elems returns the element count of the tensor (0 without one).
-func (m *message) elems() int {
-	if !m.tensor {
-		return 0
-	}
-	return len(m.data) / elemSize(m.dtype)
-}
-
 // outMsg is an encoded message ready for a link's sender.
 type outMsg struct {
 	phase       Phase
