@@ -106,3 +106,49 @@ func TestGenerateDemoModel(t *testing.T) {
 		t.Errorf("same seed gave different or empty output:\n%q\n%q", out1, out2)
 	}
 }
+
+// TestLocalClusterLogits runs `moemesh logits --workers 4 --tp 2` with real
+// worker processes and compares with the single-process output.
+func TestLocalClusterLogits(t *testing.T) {
+	dir := filepath.Join("..", "..", "model", "testdata", "tiny-c")
+	args := []string{"logits", "--model", dir, "--tokens", "5,17,300,2000,9"}
+	code, single, errOut := runCLI(t, "", args...)
+	if code != ExitOK {
+		t.Fatalf("single process: exit %d: %s", code, errOut)
+	}
+	code, multi, errOut := runCLI(t, "", append(args, "--workers", "4", "--tp", "2", "--expert-replicas", "3")...)
+	if code != ExitOK {
+		t.Fatalf("cluster: exit %d: %s", code, errOut)
+	}
+	var a, b struct{ Logits [][]float32 }
+	if err := json.Unmarshal([]byte(single), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(multi), &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Logits) != 5 || len(b.Logits) != 5 {
+		t.Fatalf("rows: single %d, cluster %d, want 5", len(a.Logits), len(b.Logits))
+	}
+	for i := range a.Logits {
+		var num, den float64
+		for j := range a.Logits[i] {
+			d := float64(a.Logits[i][j] - b.Logits[i][j])
+			num += d * d
+			den += float64(a.Logits[i][j]) * float64(a.Logits[i][j])
+		}
+		if rel := math.Sqrt(num / den); rel > 1e-5 {
+			t.Errorf("row %d: cluster differs from single process by %.3g relative", i, rel)
+		}
+	}
+}
+
+// TestLocalClusterBadTP: a TP size that does not divide the query heads
+// fails before any worker starts.
+func TestLocalClusterBadTP(t *testing.T) {
+	dir := filepath.Join("..", "..", "model", "testdata", "tiny-c") // 12 query heads
+	code, _, errOut := runCLI(t, "", "logits", "--model", dir, "--tokens", "1", "--workers", "8", "--tp", "8")
+	if code != ExitUsage {
+		t.Fatalf("exit %d, want %d (usage): %s", code, ExitUsage, errOut)
+	}
+}
