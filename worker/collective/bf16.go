@@ -3,6 +3,7 @@ package collective
 import (
 	"encoding/binary"
 	"math"
+	"unsafe"
 
 	moemeshv1 "github.com/moemesh/moemesh/proto/moemesh/v1"
 )
@@ -65,6 +66,10 @@ func encode(src []float32, dt DType) []byte {
 		return b
 	default:
 		b := make([]byte, 4*len(src))
+		if littleEndian {
+			copy(b, f32Bytes(src))
+			return b
+		}
 		for i, x := range src {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 		}
@@ -81,8 +86,24 @@ func decode(dst []float32, raw []byte, dt DType) {
 			dst[i] = fromBF16(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
 	default:
+		if littleEndian {
+			copy(f32Bytes(dst), raw)
+			return
+		}
 		for i := range dst {
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		}
 	}
+}
+
+// littleEndian is true on hosts whose float32 memory layout is the wire's,
+// where f32 tensors are copied as bytes.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// f32Bytes views a float32 slice as its bytes.
+func f32Bytes(x []float32) []byte {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))
 }

@@ -31,7 +31,7 @@ func testConfig() MeshConfig {
 	return c
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func listen(t *testing.T) net.Listener {
 
 // newCluster starts n meshes on loopback listeners, each with its own
 // server, and closes them when the test ends. mod may adjust each config.
-func newCluster(t *testing.T, n int, mod func(i int, c *MeshConfig)) []*Mesh {
+func newCluster(t testing.TB, n int, mod func(i int, c *MeshConfig)) []*Mesh {
 	t.Helper()
 	lis := make([]net.Listener, n)
 	addrs := make([]string, n)
