@@ -9,6 +9,12 @@
 // products. The AVX2 kernels hold the 16 lanes in two 8-lane registers.
 // n, the number of elements, is a multiple of 16; the Go wrappers add the
 // remainder.
+//
+// The 1×4 kernels stream four weight rows of n elements; when the rows are
+// contiguous (ldw = n, as in MatMul) the next four rows follow, and the
+// kernels prefetch them as they go: rows of a few KiB are too short for the
+// hardware prefetchers to ramp up on four streams at once. Prefetching past
+// the end of the weights is harmless.
 
 // RED16 folds the 16 lanes of ZS (whose lower 8 are YS) into 4 lanes of
 // XD (the lower 4 of YD). Uses Y8/X8.
@@ -98,6 +104,7 @@ TEXT ·dot1x4F32AVX512(SB), NOSPLIT, $0-40
 	MOVQ   ldw+24(FP), R8
 	SHLQ   $2, R8
 	LEAQ   (R8)(R8*2), R9
+	LEAQ   (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ   n+32(FP), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -107,6 +114,11 @@ TEXT ·dot1x4F32AVX512(SB), NOSPLIT, $0-40
 	JZ     d1x4f32_512_done
 
 d1x4f32_512_loop:
+	PREFETCHT0  0(R12)
+	PREFETCHT0  64(R12)
+	PREFETCHT0  128(R12)
+	PREFETCHT0  192(R12)
+	ADDQ        $256, R12
 	VMOVUPS     (SI), Z4
 	VFMADD231PS (DI), Z4, Z0
 	VFMADD231PS (DI)(R8*1), Z4, Z1
@@ -134,6 +146,7 @@ TEXT ·dot1x4BF16AVX512(SB), NOSPLIT, $0-40
 	MOVQ   ldw+24(FP), R8
 	SHLQ   $1, R8
 	LEAQ   (R8)(R8*2), R9
+	LEAQ   (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ   n+32(FP), CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -143,6 +156,9 @@ TEXT ·dot1x4BF16AVX512(SB), NOSPLIT, $0-40
 	JZ     d1x4bf16_512_done
 
 d1x4bf16_512_loop:
+	PREFETCHT0  0(R12)
+	PREFETCHT0  64(R12)
+	ADDQ        $128, R12
 	VMOVUPS     (SI), Z4
 	WIDEN16((DI), Z5)
 	WIDEN16((DI)(R8*1), Z6)
@@ -392,12 +408,18 @@ TEXT ·dot1x4F32AVX2(SB), NOSPLIT, $0-40
 	MOVQ  ldw+24(FP), R8
 	SHLQ  $2, R8
 	LEAQ  (R8)(R8*2), R9
+	LEAQ  (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ  n+32(FP), CX
 	ZERO4x2
 	TESTQ CX, CX
 	JZ    d1x4f32_256_done
 
 d1x4f32_256_loop:
+	PREFETCHT0  0(R12)
+	PREFETCHT0  64(R12)
+	PREFETCHT0  128(R12)
+	PREFETCHT0  192(R12)
+	ADDQ        $256, R12
 	VMOVUPS     (SI), Y9
 	VMOVUPS     32(SI), Y10
 	VFMADD231PS (DI), Y9, Y0
@@ -427,12 +449,16 @@ TEXT ·dot1x4BF16AVX2(SB), NOSPLIT, $0-40
 	MOVQ  ldw+24(FP), R8
 	SHLQ  $1, R8
 	LEAQ  (R8)(R8*2), R9
+	LEAQ  (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ  n+32(FP), CX
 	ZERO4x2
 	TESTQ CX, CX
 	JZ    d1x4bf16_256_done
 
 d1x4bf16_256_loop:
+	PREFETCHT0  0(R12)
+	PREFETCHT0  64(R12)
+	ADDQ        $128, R12
 	VMOVUPS     (SI), Y9
 	VMOVUPS     32(SI), Y10
 	WIDEN8((DI), Y11)

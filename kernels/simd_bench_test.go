@@ -1,0 +1,29 @@
+package kernels
+
+import "testing"
+
+// The kernel benchmarks run on one thread with data in the L1/L2 caches:
+// they measure arithmetic throughput (multiply-adds per second is MB/s/4
+// for f32 operands... see the op counts below), not memory bandwidth.
+
+func BenchmarkKernelDot1x4BF16(b *testing.B) {
+	const k = 1024
+	x := make([]float32, k)
+	w := make([]uint16, 4*k)
+	var out [4]float32
+	b.SetBytes(2 * 4 * k) // weight bytes per call
+	for b.Loop() {
+		dot1x4BF16(&out, x, w, k, k)
+	}
+}
+
+func BenchmarkKernelDot4x4BF16(b *testing.B) {
+	const k = 1024
+	x := make([]float32, 4*k)
+	w := make([]uint16, 4*k)
+	var out [16]float32
+	b.SetBytes(16 * k) // multiply-adds per call, reported as bytes
+	for b.Loop() {
+		dot4x4BF16(&out, x, k, w, k, k)
+	}
+}
