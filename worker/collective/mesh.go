@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -212,27 +213,37 @@ func (m *Mesh) broadcast() {
 }
 
 // checkPeer validates a caller's view of the mesh (Hello, Exchange).
+// Errors carry a google.rpc.ErrorInfo whose reason names the mismatch.
 func (m *Mesh) checkPeer(from, to, size uint32, dt DType, version uint32) error {
 	switch {
 	case version != ProtocolVersion:
-		return status.Errorf(codes.FailedPrecondition, "protocol version %d, this worker speaks %d", version, ProtocolVersion)
+		return peerStatus(codes.FailedPrecondition, "PROTOCOL_VERSION_MISMATCH", "protocol version %d, this worker speaks %d", version, ProtocolVersion)
 	case int(size) != len(m.links):
-		return status.Errorf(codes.FailedPrecondition, "mesh size %d, this worker has %d", size, len(m.links))
+		return peerStatus(codes.FailedPrecondition, "MESH_SIZE_MISMATCH", "mesh size %d, this worker has %d", size, len(m.links))
 	case dt != m.cfg.WireDType:
-		return status.Errorf(codes.FailedPrecondition, "wire dtype %v, this worker uses %v", dt, m.cfg.WireDType)
+		return peerStatus(codes.FailedPrecondition, "WIRE_DTYPE_MISMATCH", "wire dtype %v, this worker uses %v", dt, m.cfg.WireDType)
 	case int(to) != m.self:
-		return status.Errorf(codes.FailedPrecondition, "this is worker %d, not %d: wrong address", m.self, to)
+		return peerStatus(codes.FailedPrecondition, "WRONG_WORKER", "this is worker %d, not %d: wrong address", m.self, to)
 	case int(from) >= m.self || m.links[from] == nil:
-		return status.Errorf(codes.InvalidArgument, "worker %d is not expected to call worker %d", from, m.self)
+		return peerStatus(codes.InvalidArgument, "UNEXPECTED_CALLER", "worker %d is not expected to call worker %d", from, m.self)
 	}
 	return nil
+}
+
+// peerStatus builds a PeerService error with an ErrorInfo detail.
+func peerStatus(c codes.Code, reason, format string, args ...any) error {
+	st := status.Newf(c, format, args...)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "moemesh.v1.PeerService"}); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 // accept serves an Exchange stream opened by a lower-numbered peer, for
 // the life of the link.
 func (m *Mesh) accept(from int, stream moemeshv1.PeerService_ExchangeServer) error {
 	if from < 0 || from >= m.self || m.links[from] == nil {
-		return status.Errorf(codes.InvalidArgument, "worker %d is not expected to call worker %d", from, m.self)
+		return peerStatus(codes.InvalidArgument, "UNEXPECTED_CALLER", "worker %d is not expected to call worker %d", from, m.self)
 	}
 	l := m.links[from]
 	if err := stream.SendHeader(metadata.Pairs(mdAccepted, "1")); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -46,18 +47,19 @@ func TestHelloChecks(t *testing.T) {
 		return &moemeshv1.HelloRequest{ProtocolVersion: ProtocolVersion, MeshEpoch: 4, FromWorker: 0, ToWorker: 2, MeshSize: 4, WireDtype: F32}
 	}
 	tests := []struct {
-		name string
-		mod  func(r *moemeshv1.HelloRequest)
-		want codes.Code
+		name   string
+		mod    func(r *moemeshv1.HelloRequest)
+		want   codes.Code
+		reason string
 	}{
-		{"accepted", func(*moemeshv1.HelloRequest) {}, codes.OK},
-		{"unknown epoch", func(r *moemeshv1.HelloRequest) { r.MeshEpoch = 5 }, codes.Unavailable},
-		{"protocol version", func(r *moemeshv1.HelloRequest) { r.ProtocolVersion = 2 }, codes.FailedPrecondition},
-		{"mesh size", func(r *moemeshv1.HelloRequest) { r.MeshSize = 3 }, codes.FailedPrecondition},
-		{"wire dtype", func(r *moemeshv1.HelloRequest) { r.WireDtype = BF16 }, codes.FailedPrecondition},
-		{"wrong address", func(r *moemeshv1.HelloRequest) { r.ToWorker = 1 }, codes.FailedPrecondition},
-		{"higher id calling", func(r *moemeshv1.HelloRequest) { r.FromWorker = 3 }, codes.InvalidArgument},
-		{"out of range", func(r *moemeshv1.HelloRequest) { r.FromWorker = 9 }, codes.InvalidArgument},
+		{"accepted", func(*moemeshv1.HelloRequest) {}, codes.OK, ""},
+		{"unknown epoch", func(r *moemeshv1.HelloRequest) { r.MeshEpoch = 5 }, codes.Unavailable, ""},
+		{"protocol version", func(r *moemeshv1.HelloRequest) { r.ProtocolVersion = 2 }, codes.FailedPrecondition, "PROTOCOL_VERSION_MISMATCH"},
+		{"mesh size", func(r *moemeshv1.HelloRequest) { r.MeshSize = 3 }, codes.FailedPrecondition, "MESH_SIZE_MISMATCH"},
+		{"wire dtype", func(r *moemeshv1.HelloRequest) { r.WireDtype = BF16 }, codes.FailedPrecondition, "WIRE_DTYPE_MISMATCH"},
+		{"wrong address", func(r *moemeshv1.HelloRequest) { r.ToWorker = 1 }, codes.FailedPrecondition, "WRONG_WORKER"},
+		{"higher id calling", func(r *moemeshv1.HelloRequest) { r.FromWorker = 3 }, codes.InvalidArgument, "UNEXPECTED_CALLER"},
+		{"out of range", func(r *moemeshv1.HelloRequest) { r.FromWorker = 9 }, codes.InvalidArgument, "UNEXPECTED_CALLER"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,6 +77,15 @@ func TestHelloChecks(t *testing.T) {
 			}
 			if got := status.Code(err); got != tc.want {
 				t.Fatalf("Hello: %v, want code %v", err, tc.want)
+			}
+			var reason string
+			for _, d := range status.Convert(err).Details() {
+				if info, ok := d.(*errdetails.ErrorInfo); ok {
+					reason = info.GetReason()
+				}
+			}
+			if reason != tc.reason {
+				t.Errorf("ErrorInfo reason %q, want %q", reason, tc.reason)
 			}
 			if err == nil && resp.GetWorker() != 2 {
 				t.Fatalf("Hello answered as worker %d, want 2", resp.GetWorker())
