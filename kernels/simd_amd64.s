@@ -10,7 +10,7 @@
 // n, the number of elements, is a multiple of 16; the Go wrappers add the
 // remainder.
 //
-// The 1×4 kernels stream four weight rows of n elements; when the rows are
+// The 1×4 and 4×4 kernels stream four weight rows of n elements; when the rows are
 // contiguous (ldw = n, as in MatMul) the next four rows follow, and the
 // kernels prefetch them as they go: rows of a few KiB are too short for the
 // hardware prefetchers to ramp up on four streams at once. Prefetching past
@@ -245,12 +245,18 @@ TEXT ·dot4x4F32AVX512(SB), NOSPLIT, $0-48
 	MOVQ ldw+32(FP), R8
 	SHLQ $2, R8
 	LEAQ (R8)(R8*2), R9
+	LEAQ (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ n+40(FP), CX
 	ZERO4x4
 	TESTQ CX, CX
 	JZ    d4x4f32_512_done
 
 d4x4f32_512_loop:
+	PREFETCHT0 0(R12)
+	PREFETCHT0 64(R12)
+	PREFETCHT0 128(R12)
+	PREFETCHT0 192(R12)
+	ADDQ    $256, R12
 	VMOVUPS (SI), Z0
 	VMOVUPS (SI)(R10*1), Z1
 	VMOVUPS (SI)(R10*2), Z2
@@ -281,12 +287,16 @@ TEXT ·dot4x4BF16AVX512(SB), NOSPLIT, $0-48
 	MOVQ ldw+32(FP), R8
 	SHLQ $1, R8
 	LEAQ (R8)(R8*2), R9
+	LEAQ (DI)(R8*4), R12 // the next four rows, prefetched
 	MOVQ n+40(FP), CX
 	ZERO4x4
 	TESTQ CX, CX
 	JZ    d4x4bf16_512_done
 
 d4x4bf16_512_loop:
+	PREFETCHT0 0(R12)
+	PREFETCHT0 64(R12)
+	ADDQ    $128, R12
 	VMOVUPS (SI), Z0
 	VMOVUPS (SI)(R10*1), Z1
 	VMOVUPS (SI)(R10*2), Z2

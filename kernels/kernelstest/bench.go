@@ -21,7 +21,7 @@ func Bench(b *testing.B, newBackend func() kernels.Backend) {
 	}
 	var shapes []mm
 	for _, dt := range []kernels.DType{kernels.BF16, kernels.F32} {
-		for _, m := range []int{1, 16} {
+		for _, m := range []int{1, 4, 16} {
 			shapes = append(shapes,
 				mm{dt, m, 1024, 1024},
 				mm{dt, m, 256, 1024}, // MoE expert gate/up
@@ -31,6 +31,7 @@ func Bench(b *testing.B, newBackend func() kernels.Backend) {
 	}
 	shapes = append(shapes,
 		mm{kernels.BF16, 1, 151936, 1024}, // lm_head
+		mm{kernels.BF16, 4, 151936, 1024},
 		mm{kernels.BF16, 16, 151936, 1024},
 		mm{kernels.BF16, 128, 1024, 1024}, // prefill
 	)
