@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/moemesh/moemesh/model"
@@ -146,7 +148,7 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 	// Report the root cause, not the cancellations it caused.
 	var first error
 	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
+		if err != nil && !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
 			return err
 		}
 		if first == nil {

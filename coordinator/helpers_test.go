@@ -2,11 +2,15 @@ package coordinator_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/moemesh/moemesh/model/synth"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/worker"
 )
 
 var (
@@ -46,4 +50,28 @@ func testModels(t *testing.T) []string {
 		filepath.Join("..", "model", "testdata", "tiny-c"),
 		genDir,
 	}
+}
+
+func startWorker(t *testing.T) *worker.Server {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := worker.Serve(lis, worker.Config{Log: quietLog})
+	t.Cleanup(func() { s.Stop(time.Second) })
+	return s
+}
+
+// placementAll puts every expert on the single worker 0 for every layer.
+func placementAll(experts, layers int) *pb.Placement {
+	p := &pb.Placement{Epoch: 1}
+	for l := range layers {
+		we := &pb.WorkerExperts{}
+		for e := range experts {
+			we.Experts = append(we.Experts, uint32(e))
+		}
+		p.Layers = append(p.Layers, &pb.LayerPlacement{Layer: uint32(l), Workers: []*pb.WorkerExperts{we}})
+	}
+	return p
 }

@@ -68,3 +68,12 @@ func (s *Server) Stop(grace time.Duration) {
 	t.Stop()
 	<-s.done
 }
+
+// Kill stops the server at once, as a crash would look to its peers: every
+// connection and stream is cut, RPCs in flight are cancelled, then the
+// worker releases its model and mesh.
+func (s *Server) Kill() {
+	s.grpc.Stop()
+	<-s.done
+	_ = s.Worker.Close()
+}
