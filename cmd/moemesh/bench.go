@@ -80,6 +80,7 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 	if err != nil {
 		return err
 	}
+	o.Cluster.prefault = true
 	st, pool, closeFn, err := o.Cluster.Stepper(ctx, s, o.Model)
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ type clusterFlags struct {
 	ExpertReplicas int
 	WireDType      string
 	ContextTokens  int
+	prefault       bool // set by bench
 }
 
 func (c *clusterFlags) AddFlags(cmd *cobra.Command) {
@@ -49,7 +50,7 @@ func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (mo
 	if c.Workers > 1 || c.TP > 1 {
 		return startLocalCluster(ctx, s, dir, c)
 	}
-	m, err := openModel(s, dir, model.OpenOptions{ContextTokens: c.ContextTokens})
+	m, err := openModel(s, dir, model.OpenOptions{ContextTokens: c.ContextTokens, Prefault: c.prefault})
 	if err != nil {
 		return nil, nil, nil, err
 	}
