@@ -83,19 +83,41 @@ type attnHeads struct {
 	q, out       []float32
 }
 
+// attnAhead is how many positions ahead the K and V rows are prefetched:
+// rows of one KV head are HeadDim floats scattered KVHeads·HeadDim apart,
+// too short a run for the hardware prefetchers.
+const attnAhead = 4
+
 func (a *attnHeads) row(pos int) int {
 	return (int(a.table[pos/a.bs])*a.bs+pos%a.bs)*a.width + a.kvOff
 }
 
+// prefetch fetches the cache row of position pos from c ([K or V] cache),
+// or the first attnAhead rows when pos is 0.
+func (a *attnHeads) prefetch(c []float32, pos int) {
+	lo, hi := pos, pos+1
+	if pos == 0 {
+		hi = attnAhead
+	}
+	for p := lo; p < min(hi, a.n); p++ {
+		r := a.row(p)
+		prefetch(c[r : r+a.d])
+	}
+}
+
 func (a *attnHeads) one(ks, vs, scratch []float32) {
 	sc := scratch[:a.n]
+	a.prefetch(ks, 0)
 	for pos := range sc {
+		a.prefetch(ks, pos+attnAhead)
 		r := a.row(pos)
 		sc[pos] = a.scale * dotF32(a.q, ks[r:r+a.d])
 	}
 	inv := softmaxWeights(sc)
 	clear(a.out)
+	a.prefetch(vs, 0)
 	for pos, e := range sc {
+		a.prefetch(vs, pos+attnAhead)
 		r := a.row(pos)
 		axpy(e*inv, vs[r:r+a.d], a.out)
 	}
@@ -105,7 +127,9 @@ func (a *attnHeads) one(ks, vs, scratch []float32) {
 func (a *attnHeads) four(ks, vs, scratch []float32) {
 	d := a.d
 	var s4 [4]float32
+	a.prefetch(ks, 0)
 	for pos := range a.n {
+		a.prefetch(ks, pos+attnAhead)
 		r := a.row(pos)
 		dot1x4F32(&s4, ks[r:r+d], a.q, d, d)
 		for j := range 4 {
@@ -117,7 +141,9 @@ func (a *attnHeads) four(ks, vs, scratch []float32) {
 		inv[j] = softmaxWeights(scratch[j*a.n : (j+1)*a.n])
 	}
 	clear(a.out)
+	a.prefetch(vs, 0)
 	for pos := range a.n {
+		a.prefetch(vs, pos+attnAhead)
 		r := a.row(pos)
 		v := vs[r : r+d]
 		for j := range 4 {

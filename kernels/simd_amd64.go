@@ -250,3 +250,14 @@ func setFeatures(name string) (restore func()) {
 	}
 	return func() { useAVX512, useAVX2 = a512, a2 }
 }
+
+//go:noescape
+func prefetchAsm(p *float32, n int)
+
+// prefetch asks for the cache lines of s to be loaded; it has no effect
+// on results.
+func prefetch(s []float32) {
+	if len(s) > 0 {
+		prefetchAsm(&s[0], len(s))
+	}
+}

@@ -522,3 +522,17 @@ axpy_256_loop:
 axpy_256_done:
 	VZEROUPPER
 	RET
+
+// func prefetchAsm(p *float32, n int)
+TEXT ·prefetchAsm(SB), NOSPLIT, $0-16
+	MOVQ  p+0(FP), SI
+	MOVQ  n+8(FP), CX
+	SHLQ  $2, CX
+	ADDQ  SI, CX
+
+prefetch_loop:
+	PREFETCHT0 (SI)
+	ADDQ       $64, SI
+	CMPQ       SI, CX
+	JB         prefetch_loop
+	RET

@@ -27,3 +27,15 @@ func BenchmarkKernelDot4x4BF16(b *testing.B) {
 		dot4x4BF16(&out, x, k, w, k, k)
 	}
 }
+
+// BenchmarkPoolDispatch measures the cost of waking the workers for one
+// operation and waiting for them: the floor under every parallel call.
+func BenchmarkPoolDispatch(b *testing.B) {
+	c := NewCPU()
+	defer c.Close()
+	tasks := 4 * c.Threads()
+	var sink [64]int
+	for b.Loop() {
+		c.pool.run(tasks, func(_, t int) { sink[t%64]++ })
+	}
+}

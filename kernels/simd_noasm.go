@@ -65,3 +65,6 @@ func dot4x4BF16(out *[16]float32, x []float32, ldx int, w []uint16, ldw, k int) 
 func axpy(a float32, x, y []float32) { axpyGo(a, x, y) }
 
 func setFeatures(string) (restore func()) { return func() {} }
+
+// prefetch does nothing in the pure-Go build: Go has no prefetch hint.
+func prefetch(s []float32) {}
