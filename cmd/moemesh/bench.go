@@ -12,7 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/model"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sampling"
 )
 
@@ -89,23 +91,35 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 	active := ActiveWeightBytes(cfg)
 	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tbound tok/s\tfraction of bound\t\n")
+	var comm []string
 	for _, b := range o.batchSzs {
-		prefill, decode, err := benchOnce(ctx, st, pool, cfg.VocabSize, b, o.Prompt, o.Tokens)
+		cs := &commStats{}
+		prefill, decode, err := benchOnce(ctx, st, pool, cfg.VocabSize, b, o.Prompt, o.Tokens, cs)
 		if err != nil {
 			return err
+		}
+		if cs.steps > 0 {
+			comm = append(comm, cs.report(b, cfg.NumHiddenLayers, o.Cluster.Workers))
 		}
 		// Measure the bandwidth right after the run, on the same machine state.
 		bw := CopyBandwidth(256<<20, 3)
 		bound := bw / float64(active)
 		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t\n", b, prefill, decode, bw/1e9, bound, decode/float64(b)/bound)
 	}
-	fmt.Fprintf(tw, "\nactive weight bytes per token: %d (%.1f MB); threads: %d\n", active, float64(active)/1e6, runtime.GOMAXPROCS(0))
-	return tw.Flush()
+	fmt.Fprintf(tw, "\nactive weight bytes per token: %d (%.1f MB); threads: %d; workers: %d, tp: %d\n",
+		active, float64(active)/1e6, runtime.GOMAXPROCS(0), o.Cluster.Workers, o.Cluster.TP)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, c := range comm {
+		fmt.Fprint(s.Out, c)
+	}
+	return nil
 }
 
 // benchOnce prefills batch prompts of promptLen tokens in one step, then
 // decodes steps tokens for every sequence; it returns tokens/s of each phase.
-func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, vocab, batch, promptLen, steps int) (prefill, decode float64, err error) {
+func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, vocab, batch, promptLen, steps int, cs *commStats) (prefill, decode float64, err error) {
 	seqs := make([]*model.Seq, batch)
 	defer func() {
 		for _, sq := range seqs {
@@ -140,6 +154,9 @@ func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, voc
 		}
 		if rows, err = st.Forward(ctx, in); err != nil {
 			return 0, 0, err
+		}
+		if d, ok := st.(*coordinator.Driver); ok {
+			cs.add(d.LastStats)
 		}
 	}
 	decode = float64(batch*steps) / time.Since(t0).Seconds()
@@ -194,4 +211,49 @@ func CopyBandwidth(size, reps int) float64 {
 		best = max(best, float64(2*per*n)/time.Since(t0).Seconds())
 	}
 	return best
+}
+
+// commStats sums the workers' per-phase traffic over decode steps.
+type commStats struct {
+	steps  int
+	bytes  map[pb.Phase]uint64
+	timeUs map[pb.Phase]int64
+	wallUs int64
+}
+
+func (c *commStats) add(stats []*pb.StepStats) {
+	if c.bytes == nil {
+		c.bytes, c.timeUs = map[pb.Phase]uint64{}, map[pb.Phase]int64{}
+	}
+	c.steps++
+	for _, st := range stats {
+		c.wallUs += st.GetWallUs()
+		for _, ps := range st.GetPhases() {
+			c.bytes[ps.Phase] += ps.GetTensorBytesSent()
+			c.timeUs[ps.Phase] += ps.GetTimeUs()
+		}
+	}
+}
+
+// report prints, per decode step and layer, each phase's bytes sent by all
+// workers together and the time a worker spends in it on average.
+func (c *commStats) report(batch, layers, workers int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ncommunication per decode step and layer, batch %d (bytes: all workers; time: mean per worker):\n", batch)
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "phase\tbytes\ttime µs\t\n")
+	per := float64(c.steps * layers)
+	var commUs float64
+	for _, ph := range []pb.Phase{pb.Phase_PHASE_ALLREDUCE_ATTN, pb.Phase_PHASE_DISPATCH, pb.Phase_PHASE_COMBINE, pb.Phase_PHASE_ALLGATHER} {
+		if _, ok := c.bytes[ph]; !ok {
+			continue
+		}
+		t := float64(c.timeUs[ph]) / per / float64(workers)
+		commUs += t
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t\n", strings.TrimPrefix(ph.String(), "PHASE_"), float64(c.bytes[ph])/per, t)
+	}
+	fmt.Fprintf(tw, "all phases\t\t%.0f\t\n", commUs)
+	fmt.Fprintf(tw, "step wall time per layer\t\t%.0f\t\n", float64(c.wallUs)/per/float64(workers))
+	tw.Flush()
+	return b.String()
 }
