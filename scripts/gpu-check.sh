@@ -129,7 +129,7 @@ model_checks() {
 		fi
 		local toks
 		toks=$(python3 -c 'import gzip,json,sys; print(",".join(map(str, json.load(gzip.open(sys.argv[1]))["prompts"][-1]["tokens"])))' "$golden")
-		if ! "$bin" logits --device "$dev" --model "model/testdata/$m" --tokens "$toks" >"$out/logits-$m.json" 2>"$out/logits-$m.err"; then
+		if ! "$bin" logits --device "cuda:$dev" --model "model/testdata/$m" --tokens "$toks" >"$out/logits-$m.json" 2>"$out/logits-$m.err"; then
 			echo "FAIL golden logits $m: moemesh logits failed"
 			tail -n 5 "$out/logits-$m.err"
 			rc=1
@@ -156,8 +156,8 @@ EOF
 			return $rc
 		}
 	fi
-	echo "decode tokens/s (moemesh bench --device $dev):"
-	"$bin" bench --device "$dev" --model "$bench" --batch 1,16 2>&1 | tee "$out/model-bench.txt" || rc=1
+	echo "decode tokens/s (moemesh bench --device cuda:$dev):"
+	"$bin" bench --device "cuda:$dev" --model "$bench" --batch 1,16 2>&1 | tee "$out/model-bench.txt" || rc=1
 	return $rc
 }
 

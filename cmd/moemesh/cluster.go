@@ -16,6 +16,7 @@ type clusterFlags struct {
 	ExpertReplicas int
 	WireDType      string
 	ContextTokens  int
+	Device         string
 	prefault       bool // set by bench
 }
 
@@ -26,6 +27,7 @@ func (c *clusterFlags) AddFlags(cmd *cobra.Command) {
 	f.IntVar(&c.ExpertReplicas, "expert-replicas", 0, "extra expert replicas per MoE layer, spread over the workers")
 	f.StringVar(&c.WireDType, "wire-dtype", "f32", "activation type on the wire: f32 or bf16")
 	f.IntVar(&c.ContextTokens, "context", 8192, "KV cache size in tokens")
+	f.StringVar(&c.Device, "device", "cpu", "compute device of every worker: cpu or cuda:N (CUDA needs a -tags cuda build)")
 }
 
 func (c *clusterFlags) Validate() error {
@@ -50,7 +52,15 @@ func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (mo
 	if c.Workers > 1 || c.TP > 1 {
 		return startLocalCluster(ctx, s, dir, c)
 	}
-	m, err := openModel(s, dir, model.OpenOptions{ContextTokens: c.ContextTokens, Prefault: c.prefault})
+	newBackend, err := parseDevice(c.Device)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b, err := newBackend()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := openModel(s, dir, b, model.OpenOptions{ContextTokens: c.ContextTokens, Prefault: c.prefault})
 	if err != nil {
 		return nil, nil, nil, err
 	}

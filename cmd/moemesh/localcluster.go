@@ -71,7 +71,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	}
 	addrs := make([]string, c.Workers)
 	for w := range c.Workers {
-		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error")
+		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device)
 		cmd.Stderr = s.ErrOut
 		in, err := cmd.StdinPipe()
 		if err != nil {

@@ -34,9 +34,9 @@ func demoModelDir(s IOStreams) (string, error) {
 	return dir, nil
 }
 
-// openModel loads a model directory on the CPU backend, with a progress bar
-// on a terminal.
-func openModel(s IOStreams, dir string, o model.OpenOptions) (*model.Model, error) {
+// openModel loads a model directory on backend b (closed with the model),
+// with a progress bar on a terminal.
+func openModel(s IOStreams, dir string, b kernels.Backend, o model.OpenOptions) (*model.Model, error) {
 	if s.ErrIsTerminal {
 		var bar *progressbar.ProgressBar
 		o.Progress = func(done, total int) {
@@ -48,5 +48,5 @@ func openModel(s IOStreams, dir string, o model.OpenOptions) (*model.Model, erro
 		}
 	}
 	o.CloseBackend = true
-	return model.Open(dir, kernels.NewCPU(), o)
+	return model.Open(dir, b, o)
 }

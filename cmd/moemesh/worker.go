@@ -8,15 +8,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/moemesh/moemesh/kernels"
-	"github.com/moemesh/moemesh/kernels/cuda"
 	"github.com/moemesh/moemesh/worker"
 )
 
@@ -27,33 +23,6 @@ type workerOptions struct {
 	Device           string
 	ExitOnStdinClose bool
 	LogLevel         string
-}
-
-// backendFactory parses --device: "cpu" or "cuda:N".
-func (o *workerOptions) backendFactory() (func() (kernels.Backend, error), error) {
-	switch {
-	case o.Device == "cpu":
-		return func() (kernels.Backend, error) { return kernels.NewCPU(), nil }, nil
-	case strings.HasPrefix(o.Device, "cuda:"):
-		n, err := strconv.Atoi(strings.TrimPrefix(o.Device, "cuda:"))
-		if err != nil || n < 0 {
-			return nil, usagef("--device %q: want cpu or cuda:N with N a device index", o.Device)
-		}
-		// Fail now, not at the first LoadShard, when CUDA is missing.
-		b, err := cuda.New(n)
-		if err != nil {
-			return nil, err
-		}
-		first := b
-		return func() (kernels.Backend, error) {
-			if first != nil {
-				b, first = first, nil
-				return b, nil
-			}
-			return cuda.New(n)
-		}, nil
-	}
-	return nil, usagef("--device %q: want cpu or cuda:N", o.Device)
 }
 
 func newWorkerCmd(s IOStreams) *cobra.Command {
@@ -81,7 +50,7 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return usagef("--log-level %q: want debug, info, warn or error", o.LogLevel)
 	}
-	backend, err := o.backendFactory()
+	backend, err := parseDevice(o.Device)
 	if err != nil {
 		return err
 	}
