@@ -12,9 +12,10 @@
 //
 // The 1×4 and 4×4 kernels stream four weight rows of n elements; when the rows are
 // contiguous (ldw = n, as in MatMul) the next four rows follow, and the
-// kernels prefetch them as they go: rows of a few KiB are too short for the
-// hardware prefetchers to ramp up on four streams at once. Prefetching past
-// the end of the weights is harmless.
+// kernels prefetch them into L2 as they go: rows of a few KiB are too short
+// for the hardware prefetchers to ramp up on four streams at once, and
+// prefetching into L1 would evict the rows of x the 4×4 kernel keeps there.
+// Prefetching past the end of the weights is harmless.
 
 // RED16 folds the 16 lanes of ZS (whose lower 8 are YS) into 4 lanes of
 // XD (the lower 4 of YD). Uses Y8/X8.
@@ -114,10 +115,10 @@ TEXT ·dot1x4F32AVX512(SB), NOSPLIT, $0-40
 	JZ     d1x4f32_512_done
 
 d1x4f32_512_loop:
-	PREFETCHT0  0(R12)
-	PREFETCHT0  64(R12)
-	PREFETCHT0  128(R12)
-	PREFETCHT0  192(R12)
+	PREFETCHT1  0(R12)
+	PREFETCHT1  64(R12)
+	PREFETCHT1  128(R12)
+	PREFETCHT1  192(R12)
 	ADDQ        $256, R12
 	VMOVUPS     (SI), Z4
 	VFMADD231PS (DI), Z4, Z0
@@ -156,8 +157,8 @@ TEXT ·dot1x4BF16AVX512(SB), NOSPLIT, $0-40
 	JZ     d1x4bf16_512_done
 
 d1x4bf16_512_loop:
-	PREFETCHT0  0(R12)
-	PREFETCHT0  64(R12)
+	PREFETCHT1  0(R12)
+	PREFETCHT1  64(R12)
 	ADDQ        $128, R12
 	VMOVUPS     (SI), Z4
 	WIDEN16((DI), Z5)
@@ -252,10 +253,10 @@ TEXT ·dot4x4F32AVX512(SB), NOSPLIT, $0-48
 	JZ    d4x4f32_512_done
 
 d4x4f32_512_loop:
-	PREFETCHT0 0(R12)
-	PREFETCHT0 64(R12)
-	PREFETCHT0 128(R12)
-	PREFETCHT0 192(R12)
+	PREFETCHT1 0(R12)
+	PREFETCHT1 64(R12)
+	PREFETCHT1 128(R12)
+	PREFETCHT1 192(R12)
 	ADDQ    $256, R12
 	VMOVUPS (SI), Z0
 	VMOVUPS (SI)(R10*1), Z1
@@ -294,8 +295,8 @@ TEXT ·dot4x4BF16AVX512(SB), NOSPLIT, $0-48
 	JZ    d4x4bf16_512_done
 
 d4x4bf16_512_loop:
-	PREFETCHT0 0(R12)
-	PREFETCHT0 64(R12)
+	PREFETCHT1 0(R12)
+	PREFETCHT1 64(R12)
 	ADDQ    $128, R12
 	VMOVUPS (SI), Z0
 	VMOVUPS (SI)(R10*1), Z1
@@ -425,10 +426,10 @@ TEXT ·dot1x4F32AVX2(SB), NOSPLIT, $0-40
 	JZ    d1x4f32_256_done
 
 d1x4f32_256_loop:
-	PREFETCHT0  0(R12)
-	PREFETCHT0  64(R12)
-	PREFETCHT0  128(R12)
-	PREFETCHT0  192(R12)
+	PREFETCHT1  0(R12)
+	PREFETCHT1  64(R12)
+	PREFETCHT1  128(R12)
+	PREFETCHT1  192(R12)
 	ADDQ        $256, R12
 	VMOVUPS     (SI), Y9
 	VMOVUPS     32(SI), Y10
@@ -466,8 +467,8 @@ TEXT ·dot1x4BF16AVX2(SB), NOSPLIT, $0-40
 	JZ    d1x4bf16_256_done
 
 d1x4bf16_256_loop:
-	PREFETCHT0  0(R12)
-	PREFETCHT0  64(R12)
+	PREFETCHT1  0(R12)
+	PREFETCHT1  64(R12)
 	ADDQ        $128, R12
 	VMOVUPS     (SI), Y9
 	VMOVUPS     32(SI), Y10
