@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moemesh/moemesh/coordinator"
@@ -70,9 +71,10 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 		}
 	}
 	addrs := make([]string, c.Workers)
+	stderr := &lockedWriter{w: s.ErrOut} // one writer shared by every worker's stderr copier
 	for w := range c.Workers {
 		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device)
-		cmd.Stderr = s.ErrOut
+		cmd.Stderr = stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			stop()
@@ -143,4 +145,16 @@ func readListenAddr(r io.Reader, timeout time.Duration) (string, error) {
 	case <-time.After(timeout):
 		return "", fmt.Errorf("not listening after %v", timeout)
 	}
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
