@@ -49,38 +49,57 @@ func (c *CPU) Attention(out, q, kc, vc Buffer, p AttnParams) {
 	}
 	units := tokens * p.Heads / quad
 	tasks := c.pool.split(units, 2*quad*d*maxLen)
-	scratch := make([][]float32, c.threads)
+	scratch := make([]*attnScratch, c.threads)
 	c.pool.run(tasks, func(worker, tk int) {
-		if scratch[worker] == nil {
-			scratch[worker] = make([]float32, quad*maxLen)
+		sc := scratch[worker]
+		if sc == nil {
+			sc = &attnScratch{scores: make([]float32, quad*maxLen), rows: make([]int, maxLen), token: -1}
+			scratch[worker] = sc
 		}
 		lo, hi := chunk(units, tasks, tk, 1)
 		for u := lo; u < hi; u++ {
 			t, h := u*quad/p.Heads, u*quad%p.Heads
+			n := int(p.Pos[t]) + 1
+			if sc.token != t {
+				// Cache row offsets of the token's positions, shared by
+				// all its heads.
+				table := p.BlockTables[p.SeqOf[t]]
+				for pos := range n {
+					sc.rows[pos] = (int(table[pos/p.BlockSize])*p.BlockSize + pos%p.BlockSize) * width
+				}
+				sc.token = t
+			}
 			a := attnHeads{
-				table: p.BlockTables[p.SeqOf[t]], bs: p.BlockSize,
-				n: int(p.Pos[t]) + 1, d: d, width: width, kvOff: (h / group) * d,
+				rows: sc.rows[:n], d: d, kvOff: (h / group) * d,
 				scale: p.Scale,
 				q:     qs[t*qw+h*d : t*qw+(h+quad)*d],
 				out:   o[t*qw+h*d : t*qw+(h+quad)*d],
 			}
 			if quad == 4 {
-				a.four(ks, vs, scratch[worker])
+				a.four(ks, vs, sc.scores)
 			} else {
-				a.one(ks, vs, scratch[worker])
+				a.one(ks, vs, sc.scores)
 			}
 		}
 	})
 }
 
+// attnScratch is one thread's working memory: scores, and the cache row
+// offsets of the positions of the token it last worked on.
+type attnScratch struct {
+	scores []float32
+	rows   []int
+	token  int
+}
+
 // attnHeads is the attention of one token for query heads that share a
-// KV head: q and out hold those heads, HeadDim apart.
+// KV head: q and out hold those heads, HeadDim apart; rows[pos] is the
+// element offset of position pos's cache row.
 type attnHeads struct {
-	table        []int32
-	bs, n, d     int
-	width, kvOff int
-	scale        float32
-	q, out       []float32
+	rows     []int
+	d, kvOff int
+	scale    float32
+	q, out   []float32
 }
 
 // attnAhead is how many positions ahead the K and V rows are prefetched:
@@ -88,67 +107,64 @@ type attnHeads struct {
 // too short a run for the hardware prefetchers.
 const attnAhead = 4
 
-func (a *attnHeads) row(pos int) int {
-	return (int(a.table[pos/a.bs])*a.bs+pos%a.bs)*a.width + a.kvOff
-}
-
-// prefetch fetches the cache row of position pos from c ([K or V] cache),
-// or the first attnAhead rows when pos is 0.
+// prefetch fetches the cache row of position pos from c (the K or V
+// cache), or the first attnAhead rows when pos is 0.
 func (a *attnHeads) prefetch(c []float32, pos int) {
 	lo, hi := pos, pos+1
 	if pos == 0 {
 		hi = attnAhead
 	}
-	for p := lo; p < min(hi, a.n); p++ {
-		r := a.row(p)
+	for p := lo; p < min(hi, len(a.rows)); p++ {
+		r := a.rows[p] + a.kvOff
 		prefetch(c[r : r+a.d])
 	}
 }
 
 func (a *attnHeads) one(ks, vs, scratch []float32) {
-	sc := scratch[:a.n]
+	n, d := len(a.rows), a.d
+	sc := scratch[:n]
 	a.prefetch(ks, 0)
 	for pos := range sc {
 		a.prefetch(ks, pos+attnAhead)
-		r := a.row(pos)
-		sc[pos] = a.scale * dotF32(a.q, ks[r:r+a.d])
+		r := a.rows[pos] + a.kvOff
+		sc[pos] = a.scale * dotF32(a.q, ks[r:r+d])
 	}
 	inv := softmaxWeights(sc)
 	clear(a.out)
 	a.prefetch(vs, 0)
 	for pos, e := range sc {
 		a.prefetch(vs, pos+attnAhead)
-		r := a.row(pos)
-		axpy(e*inv, vs[r:r+a.d], a.out)
+		r := a.rows[pos] + a.kvOff
+		axpy(e*inv, vs[r:r+d], a.out)
 	}
 }
 
-// four handles four query heads: scratch holds their scores, position-major.
+// four handles four query heads: scratch holds their scores, head-major.
 func (a *attnHeads) four(ks, vs, scratch []float32) {
-	d := a.d
+	n, d := len(a.rows), a.d
 	var s4 [4]float32
 	a.prefetch(ks, 0)
-	for pos := range a.n {
+	for pos := range n {
 		a.prefetch(ks, pos+attnAhead)
-		r := a.row(pos)
+		r := a.rows[pos] + a.kvOff
 		dot1x4F32(&s4, ks[r:r+d], a.q, d, d)
 		for j := range 4 {
-			scratch[j*a.n+pos] = a.scale * s4[j]
+			scratch[j*n+pos] = a.scale * s4[j]
 		}
 	}
 	var inv [4]float32
 	for j := range 4 {
-		inv[j] = softmaxWeights(scratch[j*a.n : (j+1)*a.n])
+		inv[j] = softmaxWeights(scratch[j*n : (j+1)*n])
 	}
 	clear(a.out)
 	a.prefetch(vs, 0)
-	for pos := range a.n {
+	for pos := range n {
 		a.prefetch(vs, pos+attnAhead)
-		r := a.row(pos)
-		v := vs[r : r+d]
+		r := a.rows[pos] + a.kvOff
 		for j := range 4 {
-			axpy(scratch[j*a.n+pos]*inv[j], v, a.out[j*d:(j+1)*d])
+			s4[j] = scratch[j*n+pos] * inv[j]
 		}
+		axpy4(&s4, vs[r:r+d], a.out, d)
 	}
 }
 

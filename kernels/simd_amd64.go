@@ -261,3 +261,34 @@ func prefetch(s []float32) {
 		prefetchAsm(&s[0], len(s))
 	}
 }
+
+//go:noescape
+func axpy4AVX512(a *[4]float32, x, y *float32, ldy, n int)
+
+//go:noescape
+func axpy4AVX2(a *[4]float32, x, y *float32, ldy, n int)
+
+func axpy4(a *[4]float32, x, y []float32, ldy int) {
+	n := len(x)
+	if n == 0 {
+		return
+	}
+	_ = y[3*ldy+n-1]
+	h := n &^ 15
+	switch {
+	case h == 0:
+	case useAVX512:
+		axpy4AVX512(a, &x[0], &y[0], ldy, h)
+	case useAVX2:
+		axpy4AVX2(a, &x[0], &y[0], ldy, h)
+	default:
+		axpy4Go(a, x, y, ldy)
+		return
+	}
+	for j := range 4 {
+		yr := y[j*ldy : j*ldy+n]
+		for i := h; i < n; i++ {
+			yr[i] = fma32(a[j], x[i], yr[i])
+		}
+	}
+}

@@ -537,3 +537,81 @@ prefetch_loop:
 	CMPQ       SI, CX
 	JB         prefetch_loop
 	RET
+
+// func axpy4AVX512(a *[4]float32, x, y *float32, ldy, n int)
+TEXT ·axpy4AVX512(SB), NOSPLIT, $0-40
+	MOVQ         a+0(FP), AX
+	VBROADCASTSS (AX), Z0
+	VBROADCASTSS 4(AX), Z1
+	VBROADCASTSS 8(AX), Z2
+	VBROADCASTSS 12(AX), Z3
+	MOVQ         x+8(FP), SI
+	MOVQ         y+16(FP), DI
+	MOVQ         ldy+24(FP), R8
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R9
+	MOVQ         n+32(FP), CX
+	TESTQ        CX, CX
+	JZ           axpy4_512_done
+
+axpy4_512_loop:
+	VMOVUPS     (SI), Z4
+	VMOVUPS     (DI), Z5
+	VMOVUPS     (DI)(R8*1), Z6
+	VMOVUPS     (DI)(R8*2), Z7
+	VMOVUPS     (DI)(R9*1), Z8
+	VFMADD231PS Z4, Z0, Z5
+	VFMADD231PS Z4, Z1, Z6
+	VFMADD231PS Z4, Z2, Z7
+	VFMADD231PS Z4, Z3, Z8
+	VMOVUPS     Z5, (DI)
+	VMOVUPS     Z6, (DI)(R8*1)
+	VMOVUPS     Z7, (DI)(R8*2)
+	VMOVUPS     Z8, (DI)(R9*1)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JNZ         axpy4_512_loop
+
+axpy4_512_done:
+	VZEROUPPER
+	RET
+
+// func axpy4AVX2(a *[4]float32, x, y *float32, ldy, n int)
+TEXT ·axpy4AVX2(SB), NOSPLIT, $0-40
+	MOVQ         a+0(FP), AX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	MOVQ         x+8(FP), SI
+	MOVQ         y+16(FP), DI
+	MOVQ         ldy+24(FP), R8
+	SHLQ         $2, R8
+	LEAQ         (R8)(R8*2), R9
+	MOVQ         n+32(FP), CX
+	TESTQ        CX, CX
+	JZ           axpy4_256_done
+
+axpy4_256_loop:
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (DI), Y5
+	VMOVUPS     (DI)(R8*1), Y6
+	VMOVUPS     (DI)(R8*2), Y7
+	VMOVUPS     (DI)(R9*1), Y8
+	VFMADD231PS Y4, Y0, Y5
+	VFMADD231PS Y4, Y1, Y6
+	VFMADD231PS Y4, Y2, Y7
+	VFMADD231PS Y4, Y3, Y8
+	VMOVUPS     Y5, (DI)
+	VMOVUPS     Y6, (DI)(R8*1)
+	VMOVUPS     Y7, (DI)(R8*2)
+	VMOVUPS     Y8, (DI)(R9*1)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JNZ         axpy4_256_loop
+
+axpy4_256_done:
+	VZEROUPPER
+	RET

@@ -61,3 +61,10 @@ func axpyGo(a float32, x, y []float32) {
 		y[i] += a * x[i]
 	}
 }
+
+func axpy4Go(a *[4]float32, x, y []float32, ldy int) {
+	n := len(x)
+	for j := range 4 {
+		axpyGo(a[j], x, y[j*ldy:j*ldy+n])
+	}
+}

@@ -68,3 +68,10 @@ func setFeatures(string) (restore func()) { return func() {} }
 
 // prefetch does nothing in the pure-Go build: Go has no prefetch hint.
 func prefetch(s []float32) {}
+
+// axpy4 adds a[j] times x to four rows of y, ldy elements apart:
+//
+//	for j := range 4 {
+//		axpy(a[j], x, y[j*ldy:j*ldy+len(x)])
+//	}
+func axpy4(a *[4]float32, x, y []float32, ldy int) { axpy4Go(a, x, y, ldy) }
