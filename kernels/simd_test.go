@@ -1,0 +1,95 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestKernels checks each kernel against the pure-Go reference on every
+// length up to 70 and odd row strides, on every instruction set this
+// processor has, and that the dot kernels agree bit for bit with each
+// other.
+func TestKernels(t *testing.T) {
+	for _, f := range []string{"", "avx2", "generic"} {
+		restore := setFeatures(f)
+		t.Run(Features(), testKernels)
+		restore()
+	}
+}
+
+func testKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	randf := func(n int) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(rng.NormFloat64())
+		}
+		return s
+	}
+	near := func(what string, k int, got, want float32) {
+		t.Helper()
+		if d := math.Abs(float64(got - want)); d > 1e-5*math.Sqrt(float64(k+1))*(1+math.Abs(float64(want))) {
+			t.Fatalf("%s k=%d: %g, want %g", what, k, got, want)
+		}
+	}
+	for k := 0; k <= 70; k++ {
+		ldx, ldw := k+rng.IntN(5), k+rng.IntN(5)
+		x := randf(4 * max(ldx, 1))
+		wf := randf(4 * max(ldw, 1))
+		wb := make([]uint16, len(wf))
+		for i, v := range wf {
+			wb[i] = uint16(math.Float32bits(v) >> 16)
+		}
+		var o4 [4]float32
+		var o16 [16]float32
+		if k > 0 {
+			dot1x4F32(&o4, x, wf, ldw, k)
+			dot4x4F32(&o16, x, ldx, wf, ldw, k)
+			for j := range 4 {
+				want := dotF32Go(x[:k], wf[j*ldw:j*ldw+k])
+				one := dotF32(x[:k], wf[j*ldw:j*ldw+k])
+				near("dotF32", k, one, want)
+				if o4[j] != one || o16[j] != one {
+					t.Fatalf("f32 k=%d row %d: dot %g, 1x4 %g, 4x4 %g differ", k, j, one, o4[j], o16[j])
+				}
+				for i := range 4 {
+					near("dot4x4F32", k, o16[4*i+j], dotF32Go(x[i*ldx:i*ldx+k], wf[j*ldw:j*ldw+k]))
+				}
+			}
+			dot1x4BF16(&o4, x, wb, ldw, k)
+			dot4x4BF16(&o16, x, ldx, wb, ldw, k)
+			for j := range 4 {
+				want := dotBF16Go(x[:k], wb[j*ldw:j*ldw+k])
+				one := dotBF16(x[:k], wb[j*ldw:j*ldw+k])
+				near("dotBF16", k, one, want)
+				if o4[j] != one || o16[j] != one {
+					t.Fatalf("bf16 k=%d row %d: dot %g, 1x4 %g, 4x4 %g differ", k, j, one, o4[j], o16[j])
+				}
+				for i := range 4 {
+					near("dot4x4BF16", k, o16[4*i+j], dotBF16Go(x[i*ldx:i*ldx+k], wb[j*ldw:j*ldw+k]))
+				}
+			}
+		}
+
+		// axpy and axpy4 leave everything past the rows they update alone.
+		a := [4]float32{0.5, -1.25, 2, 3}
+		y := randf(4*ldw + 1)
+		want := append([]float32(nil), y...)
+		for j := range 4 {
+			axpyGo(a[j], x[:k], want[j*ldw:j*ldw+k])
+		}
+		got := append([]float32(nil), y...)
+		axpy4(&a, x[:k], got, ldw)
+		got2 := append([]float32(nil), y...)
+		for j := range 4 {
+			axpy(a[j], x[:k], got2[j*ldw:j*ldw+k])
+		}
+		for i := range y {
+			near("axpy4", 1, got[i], want[i])
+			if got[i] != got2[i] {
+				t.Fatalf("k=%d element %d: axpy4 %g, axpy %g", k, i, got[i], got2[i])
+			}
+		}
+	}
+}
