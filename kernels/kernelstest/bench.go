@@ -47,6 +47,30 @@ func Bench(b *testing.B, newBackend func() kernels.Backend) {
 			mustNil(b, be.Sync())
 		})
 	}
+	if gm, ok := be.(kernels.GroupedMatMul); ok {
+		// The experts of one MoE layer: top-8 of one token, and 16 tokens
+		// spread over 64 experts.
+		for _, g := range []struct{ groups, rows, n, k int }{
+			{8, 1, 256, 1024}, {8, 1, 1024, 256}, {64, 2, 256, 1024},
+		} {
+			b.Run(fmt.Sprintf("GroupedMatMul/BF16/groups=%d/rows=%d/n=%d/k=%d", g.groups, g.rows, g.n, g.k), func(b *testing.B) {
+				m := g.groups * g.rows
+				x := alloc(b, be, kernels.F32, m*g.k, rng)
+				out := alloc(b, be, kernels.F32, m*g.n, nil)
+				ws := make([]kernels.Buffer, g.groups)
+				offs, rows := make([]int, g.groups), make([]int, g.groups)
+				for i := range ws {
+					ws[i] = alloc(b, be, kernels.BF16, g.n*g.k, rng)
+					offs[i], rows[i] = i*g.rows, g.rows
+				}
+				b.SetBytes(int64(g.groups*g.n*g.k*2 + 4*m*(g.k+g.n)))
+				for b.Loop() {
+					gm.GroupedMatMul(out, x, ws, offs, rows, g.n, g.k)
+				}
+				mustNil(b, be.Sync())
+			})
+		}
+	}
 	for _, rows := range []int{1, 16} {
 		const dim = 1024
 		b.Run(fmt.Sprintf("RMSNorm/rows=%d/dim=%d", rows, dim), func(b *testing.B) {
