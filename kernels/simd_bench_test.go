@@ -2,9 +2,10 @@ package kernels
 
 import "testing"
 
-// The kernel benchmarks run on one thread with data in the L1/L2 caches:
-// they measure arithmetic throughput (multiply-adds per second is MB/s/4
-// for f32 operands... see the op counts below), not memory bandwidth.
+// The kernel benchmarks run on one thread with data in the L1 and L2
+// caches: they measure arithmetic throughput, not memory bandwidth. The
+// 1×4 benchmark reports weight bytes per second; the 4×4 one reports
+// multiply-adds per second as MB/s.
 
 func BenchmarkKernelDot1x4BF16(b *testing.B) {
 	const k = 1024
@@ -22,7 +23,7 @@ func BenchmarkKernelDot4x4BF16(b *testing.B) {
 	x := make([]float32, 4*k)
 	w := make([]uint16, 4*k)
 	var out [16]float32
-	b.SetBytes(16 * k) // multiply-adds per call, reported as bytes
+	b.SetBytes(16 * k) // multiply-adds per call
 	for b.Loop() {
 		dot4x4BF16(&out, x, k, w, k, k)
 	}
