@@ -175,11 +175,5 @@ func softmaxWeights(sc []float32) float32 {
 	for _, s := range sc {
 		mx = max(mx, s)
 	}
-	var sum float64
-	for i, s := range sc {
-		e := float32(math.Exp(float64(s - mx)))
-		sc[i] = e
-		sum += float64(e)
-	}
-	return float32(1 / sum)
+	return float32(1 / expSum(sc, sc, 1, mx))
 }

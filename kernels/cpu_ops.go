@@ -106,13 +106,7 @@ func softmaxRow(x []float32) {
 			mx = v
 		}
 	}
-	var sum float64
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - mx)))
-		x[i] = e
-		sum += float64(e)
-	}
-	s := float32(1 / sum)
+	s := float32(1 / expSum(x, x, 1, mx))
 	for i := range x {
 		x[i] *= s
 	}
@@ -127,9 +121,13 @@ func (c *CPU) SiLUMul(out, gate, up Buffer, n int) {
 	tasks := c.pool.split(n, 16)
 	c.pool.run(tasks, func(_, t int) {
 		lo, hi := chunk(n, tasks, t, 16)
-		for i := lo; i < hi; i++ {
-			v := g[i]
-			o[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+		var e [256]float32 // exp(-gate) of a block; out may alias gate
+		for b := lo; b < hi; b += len(e) {
+			m := min(len(e), hi-b)
+			expSum(e[:m], g[b:b+m], -1, 0)
+			for i, ei := range e[:m] {
+				o[b+i] = g[b+i] / (1 + ei) * u[b+i]
+			}
 		}
 	})
 }

@@ -292,3 +292,24 @@ func axpy4(a *[4]float32, x, y []float32, ldy int) {
 		}
 	}
 }
+
+// expConsts are the constants of expSumAVX512: the clamp keeps 2^k
+// finite and the result still 0 or +Inf in float32 where it must be.
+var expConsts = [12]float64{
+	-200, 200, math.Log2E, math.Ln2,
+	1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5,
+}
+
+//go:noescape
+func expSumAVX512(dst, src *float32, s, m float32, c *[12]float64, n int) float64
+
+func expSum(dst, src []float32, s, m float32) float64 {
+	n := len(dst)
+	src = src[:n]
+	h := n &^ 7
+	if !useAVX512 || h == 0 {
+		return expSumGo(dst, src, s, m)
+	}
+	sum := expSumAVX512(&dst[0], &src[0], s, m, &expConsts, h)
+	return sum + expSumGo(dst[h:], src[h:], s, m)
+}

@@ -615,3 +615,75 @@ axpy4_256_loop:
 axpy4_256_done:
 	VZEROUPPER
 	RET
+
+// func expSumAVX512(dst, src *float32, s, m float32, c *[12]float64, n int) float64
+//
+// Eight lanes of float64: x = s·src-m (float32 arithmetic, as the Go
+// reference), clamped to [c[0], c[1]] keeping NaN, k = round(x·log2 e),
+// r = x - k·ln 2, exp(r) by a degree-9 Taylor polynomial (relative error
+// below 1e-12 for |r| ≤ ln2/2), scaled by 2^k with VSCALEFPD, rounded to
+// float32 and summed in float64. n is a multiple of 8.
+TEXT ·expSumAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	VBROADCASTSS s+16(FP), Y14
+	VBROADCASTSS m+20(FP), Y15
+	MOVQ         c+24(FP), AX
+	MOVQ         n+32(FP), CX
+	VBROADCASTSD (AX), Z16   // lower clamp
+	VBROADCASTSD 8(AX), Z17  // upper clamp
+	VBROADCASTSD 16(AX), Z18 // log2 e
+	VBROADCASTSD 24(AX), Z19 // ln 2
+	VBROADCASTSD 32(AX), Z20 // 1/9!
+	VBROADCASTSD 40(AX), Z21 // 1/8!
+	VBROADCASTSD 48(AX), Z22 // 1/7!
+	VBROADCASTSD 56(AX), Z23 // 1/6!
+	VBROADCASTSD 64(AX), Z24 // 1/5!
+	VBROADCASTSD 72(AX), Z25 // 1/4!
+	VBROADCASTSD 80(AX), Z26 // 1/3!
+	VBROADCASTSD 88(AX), Z27 // 1/2
+	MOVQ         $0x3ff0000000000000, DX
+	VPBROADCASTQ DX, Z28     // 1
+	VPXORQ       Z29, Z29, Z29 // sum
+	TESTQ        CX, CX
+	JZ           exp_512_done
+
+exp_512_loop:
+	VMOVUPS      (SI), Y0
+	VMULPS       Y14, Y0, Y0
+	VSUBPS       Y15, Y0, Y0
+	VCVTPS2PD    Y0, Z0
+	VMAXPD       Z0, Z16, Z0
+	VMINPD       Z0, Z17, Z0
+	VMULPD       Z18, Z0, Z1
+	VRNDSCALEPD  $0, Z1, Z1
+	VFNMADD231PD Z19, Z1, Z0
+	VMOVAPD      Z20, Z2
+	VFMADD213PD  Z21, Z0, Z2
+	VFMADD213PD  Z22, Z0, Z2
+	VFMADD213PD  Z23, Z0, Z2
+	VFMADD213PD  Z24, Z0, Z2
+	VFMADD213PD  Z25, Z0, Z2
+	VFMADD213PD  Z26, Z0, Z2
+	VFMADD213PD  Z27, Z0, Z2
+	VFMADD213PD  Z28, Z0, Z2
+	VFMADD213PD  Z28, Z0, Z2
+	VSCALEFPD    Z1, Z2, Z2
+	VCVTPD2PS    Z2, Y3
+	VMOVUPS      Y3, (DI)
+	VCVTPS2PD    Y3, Z4
+	VADDPD       Z4, Z29, Z29
+	ADDQ         $32, SI
+	ADDQ         $32, DI
+	SUBQ         $8, CX
+	JNZ          exp_512_loop
+
+exp_512_done:
+	VEXTRACTF64X4 $1, Z29, Y0
+	VADDPD        Y29, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPD        X1, X0, X0
+	VHADDPD       X0, X0, X0
+	VZEROUPPER
+	MOVSD         X0, ret+40(FP)
+	RET

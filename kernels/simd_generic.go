@@ -68,3 +68,14 @@ func axpy4Go(a *[4]float32, x, y []float32, ldy int) {
 		axpyGo(a[j], x, y[j*ldy:j*ldy+n])
 	}
 }
+
+func expSumGo(dst, src []float32, s, m float32) float64 {
+	var sum float64
+	src = src[:len(dst)]
+	for i, v := range src {
+		e := float32(math.Exp(float64(s*v - m)))
+		dst[i] = e
+		sum += float64(e)
+	}
+	return sum
+}

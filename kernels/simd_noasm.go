@@ -75,3 +75,13 @@ func prefetch(s []float32) {}
 //		axpy(a[j], x, y[j*ldy:j*ldy+len(x)])
 //	}
 func axpy4(a *[4]float32, x, y []float32, ldy int) { axpy4Go(a, x, y, ldy) }
+
+// expSum stores the exponentials of s·src-m, rounded to float32, in dst
+// and returns their sum in float64:
+//
+//	for i, v := range src {
+//		e := float32(math.Exp(float64(s*v - m)))
+//		dst[i] = e
+//		sum += float64(e)
+//	}
+func expSum(dst, src []float32, s, m float32) float64 { return expSumGo(dst, src, s, m) }

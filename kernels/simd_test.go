@@ -93,3 +93,49 @@ func testKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestExpSum checks the vector exponential against float32(math.Exp) on
+// random and special inputs: within one float32 ulp, infinities and NaN
+// exact, and the sum to 1e-12.
+func TestExpSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	inf := float32(math.Inf(1))
+	special := []float32{0, -0, 1, -1, 88.7, 88.8, -87, -103, -104, -150, 300, -300, inf, -inf, float32(math.NaN())}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 100, 1000} {
+		src := make([]float32, n)
+		for i := range src {
+			switch {
+			case i < len(special) && n >= 100:
+				src[i] = special[i]
+			default:
+				src[i] = float32(rng.NormFloat64() * 30)
+			}
+		}
+		for _, sm := range [][2]float32{{1, 0}, {-1, 0}, {1, 3.5}} {
+			got := make([]float32, n)
+			want := make([]float32, n)
+			gs := expSum(got, src, sm[0], sm[1])
+			ws := expSumGo(want, src, sm[0], sm[1])
+			for i := range got {
+				g, w := got[i], want[i]
+				switch {
+				case w != w:
+					if g == g {
+						t.Fatalf("n=%d exp(%g·%g-%g) = %g, want NaN", n, sm[0], src[i], sm[1], g)
+					}
+				case math.IsInf(float64(w), 0) || w == 0:
+					if g != w {
+						t.Fatalf("n=%d exp(%g·%g-%g) = %g, want %g", n, sm[0], src[i], sm[1], g, w)
+					}
+				default:
+					if d := math.Abs(float64(g - w)); d > 1.2e-7*float64(w) {
+						t.Fatalf("n=%d exp(%g·%g-%g) = %g, want %g", n, sm[0], src[i], sm[1], g, w)
+					}
+				}
+			}
+			if !(gs == ws || math.Abs(gs-ws) <= 1e-12*math.Abs(ws)) && !(math.IsNaN(gs) && math.IsNaN(ws)) {
+				t.Fatalf("n=%d sum %g, want %g", n, gs, ws)
+			}
+		}
+	}
+}
