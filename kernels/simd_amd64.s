@@ -2,20 +2,20 @@
 
 #include "textflag.h"
 
-// Every kernel keeps one accumulator of 16 lanes per (x row, w row) pair,
-// lane i summing elements 16b+i with FMA, and reduces it the same way
-// (upper 8 lanes onto lower 8, upper 4 onto lower 4, then two pairwise
-// adds), so all kernels and both instruction sets give bit-identical dot
-// products. The AVX2 kernels hold the 16 lanes in two 8-lane registers.
-// n, the number of elements, is a multiple of 16; the Go wrappers add the
-// remainder.
+// Every dot-product kernel keeps one accumulator of 16 lanes per (x row,
+// w row) pair, lane i summing elements 16b+i with FMA, and reduces it the
+// same way (upper 8 lanes onto lower 8, upper 4 onto lower 4, then two
+// pairwise adds), so all kernels and both instruction sets give
+// bit-identical dot products. The AVX2 kernels hold the 16 lanes in two
+// 8-lane registers. n, the number of elements, is a multiple of 16; the Go
+// wrappers add the remainder.
 //
-// The 1×4 and 4×4 kernels stream four weight rows of n elements; when the rows are
-// contiguous (ldw = n, as in MatMul) the next four rows follow, and the
-// kernels prefetch them into L2 as they go: rows of a few KiB are too short
-// for the hardware prefetchers to ramp up on four streams at once, and
-// prefetching into L1 would evict the rows of x the 4×4 kernel keeps there.
-// Prefetching past the end of the weights is harmless.
+// The 1×4 and 4×4 kernels stream four weight rows of n elements; when the
+// rows are contiguous (ldw = n, as in MatMul) the next four rows follow,
+// and the kernels prefetch them into L2 as they go: rows of a few KiB are
+// too short for the hardware prefetchers to ramp up on four streams at
+// once, and prefetching into L1 would evict the rows of x the 4×4 kernel
+// keeps there. Prefetching past the end of the weights is harmless.
 
 // RED16 folds the 16 lanes of ZS (whose lower 8 are YS) into 4 lanes of
 // XD (the lower 4 of YD). Uses Y8/X8.
