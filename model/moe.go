@@ -64,10 +64,12 @@ func (r Routing) ByExpert(experts int) (rows [][]int32, weights [][]float32) {
 
 // RunExperts computes, for every expert e with rows, out[rows[e][i],:] +=
 // weights[e][i] · expert_e(h[rows[e][i],:]). Every expert with rows must be
-// hosted by this shard.
+// hosted by this shard. Backends with kernels.GroupedMatMul run each
+// projection of all experts in one call.
 func (m *Model) RunExperts(l int, h, out kernels.Buffer, rows [][]int32, weights [][]float32) error {
 	ly := &m.W.Layers[l]
-	hid, inter := m.Cfg.HiddenSize, m.Cfg.MoeIntermediateSize
+	var used []int
+	total := 0
 	for e, rs := range rows {
 		if len(rs) == 0 {
 			continue
@@ -75,6 +77,18 @@ func (m *Model) RunExperts(l int, h, out kernels.Buffer, rows [][]int32, weights
 		if e >= len(ly.Experts) || ly.Experts[e] == nil {
 			return fmt.Errorf("model: layer %d: expert %d is not hosted here", l, e)
 		}
+		used = append(used, e)
+		total += len(rs)
+	}
+	if len(used) == 0 {
+		return nil
+	}
+	if g, ok := m.B.(kernels.GroupedMatMul); ok {
+		return m.runExpertsGrouped(g, ly, h, out, rows, weights, used, total)
+	}
+	hid, inter := m.Cfg.HiddenSize, m.Cfg.MoeIntermediateSize
+	for _, e := range used {
+		rs := rows[e]
 		xe, err := m.buf("xe", len(rs)*hid)
 		if err != nil {
 			return err
@@ -89,6 +103,50 @@ func (m *Model) RunExperts(l int, h, out kernels.Buffer, rows [][]int32, weights
 		}
 		m.B.ScatterAdd(out, ye, rs, weights[e], hid)
 	}
+	return nil
+}
+
+// runExpertsGrouped gathers the rows of all used experts into one matrix
+// (expert by expert), runs gate, up and down as three grouped matmuls, and
+// scatters the weighted results back.
+func (m *Model) runExpertsGrouped(g kernels.GroupedMatMul, ly *Layer, h, out kernels.Buffer, rows [][]int32, weights [][]float32, used []int, total int) error {
+	hid, inter := m.Cfg.HiddenSize, m.Cfg.MoeIntermediateSize
+	xe, err := m.buf("xe", total*hid)
+	if err != nil {
+		return err
+	}
+	gate, err := m.buf("gate", total*inter)
+	if err != nil {
+		return err
+	}
+	up, err := m.buf("up", total*inter)
+	if err != nil {
+		return err
+	}
+	ye, err := m.buf("ye", total*hid)
+	if err != nil {
+		return err
+	}
+	idx := make([]int32, 0, total)
+	wts := make([]float32, 0, total)
+	off := make([]int, len(used))
+	cnt := make([]int, len(used))
+	wg := make([]kernels.Buffer, len(used))
+	wu := make([]kernels.Buffer, len(used))
+	wd := make([]kernels.Buffer, len(used))
+	for i, e := range used {
+		off[i], cnt[i] = len(idx), len(rows[e])
+		idx = append(idx, rows[e]...)
+		wts = append(wts, weights[e]...)
+		ex := ly.Experts[e]
+		wg[i], wu[i], wd[i] = ex.Gate.Buf, ex.Up.Buf, ex.Down.Buf
+	}
+	m.B.Gather(xe, h, idx, hid)
+	g.GroupedMatMul(gate, xe, wg, off, cnt, inter, hid)
+	g.GroupedMatMul(up, xe, wu, off, cnt, inter, hid)
+	m.B.SiLUMul(gate, gate, up, total*inter)
+	g.GroupedMatMul(ye, gate, wd, off, cnt, hid, inter)
+	m.B.ScatterAdd(out, ye, idx, wts, hid)
 	return nil
 }
 

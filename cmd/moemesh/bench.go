@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/coordinator"
+	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sampling"
@@ -90,7 +92,7 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 	defer closeFn()
 	active := ActiveWeightBytes(cfg)
 	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tbound tok/s\tfraction of bound\t\n")
+	fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tcopy bound tok/s\tfraction\tread GB/s\tread bound tok/s\tfraction\t\n")
 	var comm []string
 	for _, b := range o.batchSzs {
 		cs := &commStats{}
@@ -103,8 +105,16 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 		}
 		// Measure the bandwidth right after the run, on the same machine state.
 		bw := CopyBandwidth(256<<20, 3)
-		bound := bw / float64(active)
-		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t\n", b, prefill, decode, bw/1e9, bound, decode/float64(b)/bound)
+		rd := ReadBandwidth(256<<20, 3)
+		// The bound is a batch-1 figure: one token reads the active weights once.
+		frac := func(bound float64) string {
+			if b != 1 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f", decode/bound)
+		}
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%.1f\t%.1f\t%s\t\n", b, prefill, decode,
+			bw/1e9, bw/float64(active), frac(bw/float64(active)), rd/1e9, rd/float64(active), frac(rd/float64(active)))
 	}
 	fmt.Fprintf(tw, "\nactive weight bytes per token: %d (%.1f MB); threads: %d; workers: %d, tp: %d\n",
 		active, float64(active)/1e6, runtime.GOMAXPROCS(0), o.Cluster.Workers, o.Cluster.TP)
@@ -184,6 +194,37 @@ func ActiveWeightBytes(c *model.Config) int64 {
 	}
 	params += int64(c.VocabSize)*h + h + h // lm_head, final norm, one embedding row
 	return params * bpp
+}
+
+// ReadBandwidth measures read-only bandwidth in bytes/s: the CPU
+// backend's F32 matmul of one row against a size-byte matrix, which streams
+// the matrix once with SIMD dot products on every core (the read-only sum
+// of CPU.md), best of reps.
+func ReadBandwidth(size, reps int) float64 {
+	c := kernels.NewCPU()
+	defer c.Close()
+	const k = 4096
+	n := size / 4 / k
+	w, err1 := c.Alloc(kernels.F32, n*k)
+	x, err2 := c.Alloc(kernels.F32, k)
+	out, err3 := c.Alloc(kernels.F32, n)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return 0
+	}
+	ones := make([]float32, n*k)
+	for i := range ones {
+		ones[i] = 1
+	}
+	_ = c.WriteF32(w, 0, ones)
+	_ = c.WriteF32(x, 0, ones[:k])
+	best := 0.0
+	for range reps {
+		t0 := time.Now()
+		c.MatMul(out, x, w, 1, n, k)
+		_ = c.Sync()
+		best = max(best, float64(n*k*4)/time.Since(t0).Seconds())
+	}
+	return best
 }
 
 // CopyBandwidth measures memory copy bandwidth in bytes/s (read + write
