@@ -252,3 +252,43 @@ func TestBadLayoutFailsEarly(t *testing.T) {
 		t.Fatalf("err = %v, want InvalidArgument", err)
 	}
 }
+
+// TestDistributedSampledGeneration samples on the workers (temperature,
+// top-k, top-p, penalties, seeds) and must produce exactly the tokens one
+// process samples; running it twice on one cluster checks that a sequence
+// id reused from position 0 starts a fresh sampler.
+func TestDistributedSampledGeneration(t *testing.T) {
+	checkLeaks(t)
+	dir := testModels(t)[2]
+	local := openLocal(t, dir)
+	reqs := func() []model.Request {
+		var rs []model.Request
+		for i, p := range [][]int32{{1, 2, 3}, {100, 200, 300, 400, 500}, {7}} {
+			params := sampling.ThinkingDefaults()
+			params.Seed = uint64(11 + i)
+			params.RepetitionPenalty, params.PresencePenalty = 1.1, 0.5
+			s, err := sampling.New(params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, model.Request{Prompt: p, MaxTokens: 24 + 4*i, Sampler: s})
+		}
+		return rs
+	}
+	want, err := model.Generate(context.Background(), local, local.NewBlockPool(), reqs(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, dir, clusterConfig{workers: 4, tp: 2, replicas: 2})
+	for round := range 2 {
+		got, err := model.Generate(context.Background(), c.driver, c.pool, reqs(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
+				t.Errorf("round %d, sequence %d:\n got %v\nwant %v", round, i, got[i], want[i])
+			}
+		}
+	}
+}

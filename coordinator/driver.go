@@ -16,6 +16,7 @@ import (
 
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/sampling"
 	"github.com/moemesh/moemesh/sharding"
 )
 
@@ -38,9 +39,11 @@ type Driver struct {
 	StepTimeout time.Duration
 	// LastStats holds each worker's statistics of the last step.
 	LastStats []*pb.StepStats
+
+	released []uint64 // sent with the next step
 }
 
-var _ model.Stepper = (*Driver)(nil)
+var _ model.SamplingStepper = (*Driver)(nil)
 
 // Dial connects to the workers at addrs (index = worker id).
 func Dial(addrs []string) (*Driver, error) {
@@ -161,39 +164,57 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 // Group returns the attention group that serves sequence id.
 func (d *Driver) Group(id uint64) int { return int(id % uint64(d.layout.DP)) }
 
-// Forward implements model.Stepper: one step on every worker, sequence
-// SeqInput.ID served by attention group ID mod D.
-func (d *Driver) Forward(ctx context.Context, seqs []model.SeqInput) ([][]float32, error) {
+// Release implements model.SamplingStepper.
+func (d *Driver) Release(ids []uint64) { d.released = append(d.released, ids...) }
+
+// ForwardSample implements model.SamplingStepper: rank 0 of each group
+// samples its sequences and only token ids come back.
+func (d *Driver) ForwardSample(ctx context.Context, seqs []model.SeqInput, params []sampling.Params) ([]int32, error) {
+	if len(params) != len(seqs) {
+		return nil, fmt.Errorf("coordinator: %d sampling parameter sets for %d sequences", len(params), len(seqs))
+	}
+	req := d.request(seqs, false)
+	for i, p := range params {
+		req.Seqs[i].Sampling = &pb.Sampling{
+			Temperature: p.Temperature, TopK: int32(p.TopK), TopP: p.TopP, MinP: p.MinP,
+			PresencePenalty: p.PresencePenalty, RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
+		}
+	}
+	byID, err := d.run(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int32, len(seqs))
+	for i, s := range seqs {
+		sr, ok := byID[s.ID]
+		if !ok || sr.Token < 0 {
+			return nil, fmt.Errorf("%w: step %d: no token for sequence %d from group %d", ErrStep, d.step, s.ID, d.Group(s.ID))
+		}
+		out[i] = sr.Token
+	}
+	return out, nil
+}
+
+// request builds the next step's description.
+func (d *Driver) request(seqs []model.SeqInput, logits bool) *pb.StepRequest {
 	d.step++
-	req := &pb.StepRequest{Step: d.step, PlacementEpoch: d.epoch, ReturnLogits: true}
+	req := &pb.StepRequest{Step: d.step, PlacementEpoch: d.epoch, ReturnLogits: logits, FinishedSeqIds: d.released}
+	d.released = nil
 	for _, s := range seqs {
 		req.Seqs = append(req.Seqs, &pb.SeqStep{
 			SeqId: s.ID, Tokens: s.Tokens, StartPos: int32(s.StartPos), BlockTable: s.Blocks,
 			AttnGroup: uint32(d.Group(s.ID)), Sample: true, AllLogits: s.AllLogits,
 		})
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.StepTimeout)
-	defer cancel()
-	req.DeadlineUnixMs = time.Now().Add(d.StepTimeout).UnixMilli()
-	resp := make([]*pb.StepResponse, len(d.clients))
-	err := d.all(ctx, func(ctx context.Context, w int) error {
-		r, err := d.clients[w].Step(ctx, req)
-		resp[w] = r
-		return err
-	})
+	return req
+}
+
+// Forward implements model.Stepper: one step on every worker, sequence
+// SeqInput.ID served by attention group ID mod D.
+func (d *Driver) Forward(ctx context.Context, seqs []model.SeqInput) ([][]float32, error) {
+	byID, err := d.run(ctx, d.request(seqs, true))
 	if err != nil {
-		return nil, fmt.Errorf("%w: step %d: %w", ErrStep, d.step, err)
-	}
-	d.LastStats = d.LastStats[:0]
-	byID := map[uint64]*pb.SeqResult{}
-	for w, r := range resp {
-		d.LastStats = append(d.LastStats, r.GetStats())
-		if d.layout.Rank(w) != 0 {
-			continue
-		}
-		for _, sr := range r.GetResults() {
-			byID[sr.SeqId] = sr
-		}
+		return nil, err
 	}
 	var rows [][]float32
 	for _, s := range seqs {
@@ -218,4 +239,34 @@ func (d *Driver) Forward(ctx context.Context, seqs []model.SeqInput) ([][]float3
 		}
 	}
 	return rows, nil
+}
+
+// run sends req to every worker and returns the results of rank 0 of each
+// group by sequence id.
+func (d *Driver) run(ctx context.Context, req *pb.StepRequest) (map[uint64]*pb.SeqResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.StepTimeout)
+	defer cancel()
+	req.DeadlineUnixMs = time.Now().Add(d.StepTimeout).UnixMilli()
+	resp := make([]*pb.StepResponse, len(d.clients))
+	err := d.all(ctx, func(ctx context.Context, w int) error {
+		r, err := d.clients[w].Step(ctx, req)
+		resp[w] = r
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: step %d: %w", ErrStep, d.step, err)
+	}
+	d.LastStats = d.LastStats[:0]
+	byID := map[uint64]*pb.SeqResult{}
+	for w, r := range resp {
+		d.LastStats = append(d.LastStats, r.GetStats())
+		if d.layout.Rank(w) != 0 {
+			continue
+		}
+		for _, sr := range r.GetResults() {
+			byID[sr.SeqId] = sr
+		}
+	}
+
+	return byID, nil
 }

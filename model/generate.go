@@ -16,6 +16,19 @@ type Stepper interface {
 
 var _ Stepper = (*Model)(nil)
 
+// SamplingStepper is a Stepper that can sample where the logits are (a
+// cluster's workers), returning one token per sequence instead of logits.
+// A sequence fed from position 0 starts a fresh sampler made from its
+// params; the sampler keeps its state (PRNG, prompt and generated history)
+// across steps, so the tokens equal those of a local sampling.Sampler with
+// the same parameters. Release says which sequences ended, so the far side
+// can drop their state (with the next step).
+type SamplingStepper interface {
+	Stepper
+	ForwardSample(ctx context.Context, seqs []SeqInput, params []sampling.Params) ([]int32, error)
+	Release(ids []uint64)
+}
+
 // Request is one sequence to generate.
 type Request struct {
 	Prompt    []int32
@@ -72,6 +85,7 @@ func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, 
 	for _, i := range active {
 		pending[i] = reqs[i].Prompt
 	}
+	remote, _ := st.(SamplingStepper)
 	for len(active) > 0 {
 		in := make([]SeqInput, len(active))
 		for j, i := range active {
@@ -81,7 +95,18 @@ func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, 
 			}
 			in[j] = SeqInput{ID: s.ID, Tokens: pending[i], StartPos: s.Len, Blocks: s.Blocks}
 		}
-		rows, err := st.Forward(ctx, in)
+		var rows [][]float32
+		var ids []int32
+		var err error
+		if remote != nil {
+			params := make([]sampling.Params, len(active))
+			for j, i := range active {
+				params[j] = reqs[i].Sampler.Params()
+			}
+			ids, err = remote.ForwardSample(ctx, in, params)
+		} else {
+			rows, err = st.Forward(ctx, in)
+		}
 		if err != nil {
 			return out, err
 		}
@@ -89,7 +114,12 @@ func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, 
 		for j, i := range slices.Clone(active) {
 			s := seqs[i]
 			s.Len += len(pending[i])
-			id := int32(reqs[i].Sampler.Sample(rows[j], prompts[i], gen[i]))
+			var id int32
+			if remote != nil {
+				id = ids[j]
+			} else {
+				id = int32(reqs[i].Sampler.Sample(rows[j], prompts[i], gen[i]))
+			}
 			out[i] = append(out[i], id)
 			gen[i] = append(gen[i], int(id))
 			if emit != nil {
@@ -100,6 +130,8 @@ func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, 
 			if len(out[i]) < reqs[i].MaxTokens && !slices.Contains(reqs[i].Stop, id) {
 				pending[i] = []int32{id}
 				next = append(next, i)
+			} else if remote != nil {
+				remote.Release([]uint64{s.ID})
 			}
 		}
 		active = next

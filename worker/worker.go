@@ -16,6 +16,7 @@ import (
 	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/sampling"
 	"github.com/moemesh/moemesh/sharding"
 	"github.com/moemesh/moemesh/worker/collective"
 )
@@ -60,6 +61,7 @@ type Worker struct {
 	step      uint64
 	resident  int64
 	mesh      *collective.Mesh // traffic counters, when the exchange is a mesh
+	samplers  map[uint64]*seqSampler
 	state     pb.WorkerState
 }
 
@@ -73,7 +75,47 @@ func New(cfg Config) *Worker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Worker{cfg: cfg, state: pb.WorkerState_WORKER_STATE_EMPTY}
+	return &Worker{cfg: cfg, state: pb.WorkerState_WORKER_STATE_EMPTY, samplers: map[uint64]*seqSampler{}}
+}
+
+// seqSampler is a sequence's sampling state on rank 0 of its group: the
+// seeded sampler and the history its penalties read. Tokens fed before the
+// first sample are the prompt; every later fed token is the one sampled in
+// the step before.
+type seqSampler struct {
+	s          *sampling.Sampler
+	prompt     []int
+	generated  []int
+	hasSampled bool
+}
+
+func (st *seqSampler) feed(tokens []int32) {
+	for _, t := range tokens {
+		if st.hasSampled {
+			st.generated = append(st.generated, int(t))
+		} else {
+			st.prompt = append(st.prompt, int(t))
+		}
+	}
+}
+
+// samplingParams converts the wire form; zero top_p and repetition_penalty
+// mean "off" there.
+func samplingParams(p *pb.Sampling) (sampling.Params, error) {
+	if p == nil {
+		return sampling.Greedy(), nil
+	}
+	sp := sampling.Params{
+		Temperature: p.Temperature, TopK: int(p.TopK), TopP: p.TopP, MinP: p.MinP,
+		PresencePenalty: p.PresencePenalty, RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
+	}
+	if sp.TopP == 0 {
+		sp.TopP = 1
+	}
+	if sp.RepetitionPenalty == 0 {
+		sp.RepetitionPenalty = 1
+	}
+	return sp, sp.Validate()
 }
 
 // placementFromProto checks and converts the request's placement. Every
@@ -233,12 +275,23 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 		in = append(in, model.SeqInput{ID: s.SeqId, Tokens: s.Tokens, StartPos: int(s.StartPos), Blocks: s.BlockTable, AllLogits: s.AllLogits})
 		ids = append(ids, s.SeqId)
 	}
+	for _, id := range req.FinishedSeqIds {
+		delete(w.samplers, id)
+	}
+	rank0 := w.layout.Rank(w.self) == 0
+	var smp []*seqSampler
+	if rank0 {
+		var err error
+		if smp, err = w.prepareSamplers(req, group); err != nil {
+			return nil, err
+		}
+	}
 	x, rows, err := w.m.Hidden(ctx, in)
 	if err != nil {
 		return nil, stepError(err)
 	}
 	resp := &pb.StepResponse{}
-	if w.layout.Rank(w.self) == 0 && len(in) > 0 && req.ReturnLogits {
+	if rank0 && len(in) > 0 {
 		logits, err := w.m.Logits(x, rows)
 		if err != nil {
 			return nil, stepError(err)
@@ -249,14 +302,65 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 			if s.AllLogits {
 				n = len(s.Tokens)
 			}
-			res := &pb.SeqResult{SeqId: ids[i], Token: -1, Logits: tensorF32(logits[r : r+n])}
-			res.Token = argmax(logits[r+n-1])
+			res := &pb.SeqResult{SeqId: ids[i], Token: -1}
+			if req.ReturnLogits {
+				res.Logits = tensorF32(logits[r : r+n])
+			}
+			if st := smp[i]; st != nil {
+				st.feed(s.Tokens)
+				res.Token = int32(st.s.Sample(logits[r+n-1], st.prompt, st.generated))
+				st.hasSampled = true
+			} else {
+				res.Token = argmax(logits[r+n-1])
+			}
 			resp.Results = append(resp.Results, res)
 			r += n
 		}
 	}
 	resp.Stats = w.stats(start)
 	return resp, nil
+}
+
+// prepareSamplers returns, for each of this group's sequences in order, its
+// sampler when the step samples it with explicit parameters (nil: argmax),
+// starting a fresh one for a sequence fed from position 0. Tokens of
+// sequences not sampled this step (prefill chunks) still enter the history.
+func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler, error) {
+	var out []*seqSampler
+	for _, s := range req.Seqs {
+		if int(s.AttnGroup) != group {
+			continue
+		}
+		if s.StartPos == 0 {
+			delete(w.samplers, s.SeqId) // a new sequence (or one resubmitted from its tokens)
+		}
+		st := w.samplers[s.SeqId]
+		params := s.Sampling
+		if params == nil {
+			params = req.Sampling
+		}
+		if st == nil && params != nil {
+			p, err := samplingParams(params)
+			if err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d: %v", s.SeqId, err)
+			}
+			smp, err := sampling.New(p)
+			if err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d: %v", s.SeqId, err)
+			}
+			st = &seqSampler{s: smp}
+			w.samplers[s.SeqId] = st
+		}
+		if st != nil && !s.Sample {
+			st.feed(s.Tokens)
+			st = nil
+		}
+		if !s.Sample || params == nil {
+			st = nil
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 func (w *Worker) stats(start time.Time) *pb.StepStats {

@@ -150,9 +150,30 @@ func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, voc
 		}
 		in[i] = model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: seqs[i].Blocks}
 	}
+	// Sample greedily where the logits are: in this process, or on the
+	// workers of a cluster (only token ids cross the wire).
 	smp, _ := sampling.New(sampling.Greedy())
+	params := make([]sampling.Params, batch)
+	for i := range params {
+		params[i] = sampling.Greedy()
+	}
+	remote, _ := st.(model.SamplingStepper)
+	next := func() ([]int32, error) {
+		if remote != nil {
+			return remote.ForwardSample(ctx, in, params)
+		}
+		rows, err := st.Forward(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]int32, len(rows))
+		for i, r := range rows {
+			ids[i] = int32(smp.Sample(r, nil, nil))
+		}
+		return ids, nil
+	}
 	t0 := time.Now()
-	rows, err := st.Forward(ctx, in)
+	ids, err := next()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -160,9 +181,9 @@ func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, voc
 	t0 = time.Now()
 	for step := range steps {
 		for i := range in {
-			in[i] = model.SeqInput{ID: uint64(i), Tokens: []int32{int32(smp.Sample(rows[i], nil, nil))}, StartPos: promptLen + step, Blocks: seqs[i].Blocks}
+			in[i] = model.SeqInput{ID: uint64(i), Tokens: []int32{ids[i]}, StartPos: promptLen + step, Blocks: seqs[i].Blocks}
 		}
-		if rows, err = st.Forward(ctx, in); err != nil {
+		if ids, err = next(); err != nil {
 			return 0, 0, err
 		}
 		if d, ok := st.(*coordinator.Driver); ok {

@@ -314,6 +314,9 @@ type StepRequest struct {
 	Sampling *Sampling `protobuf:"bytes,5,opt,name=sampling,proto3" json:"sampling,omitempty"`
 	// deadline_unix_ms, when non-zero, bounds the step's peer exchanges.
 	DeadlineUnixMs int64 `protobuf:"varint,6,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	// finished_seq_ids lists sequences that ended: workers drop their
+	// sampling state (the KV blocks belong to the scheduler's pool).
+	FinishedSeqIds []uint64 `protobuf:"varint,7,rep,packed,name=finished_seq_ids,json=finishedSeqIds,proto3" json:"finished_seq_ids,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -388,6 +391,13 @@ func (x *StepRequest) GetDeadlineUnixMs() int64 {
 		return x.DeadlineUnixMs
 	}
 	return 0
+}
+
+func (x *StepRequest) GetFinishedSeqIds() []uint64 {
+	if x != nil {
+		return x.FinishedSeqIds
+	}
+	return nil
 }
 
 // StepResponse carries the step's results from one worker. Only the rank
@@ -692,14 +702,15 @@ const file_moemesh_v1_worker_service_proto_rawDesc = "" +
 	"\tkv_blocks\x18\x03 \x01(\rR\bkvBlocks\x12%\n" +
 	"\x0eexperts_loaded\x18\x04 \x01(\rR\rexpertsLoaded\x12'\n" +
 	"\x0fplacement_epoch\x18\x05 \x01(\x04R\x0eplacementEpoch\x12\x17\n" +
-	"\aload_ms\x18\x06 \x01(\x03R\x06loadMs\"\xf4\x01\n" +
+	"\aload_ms\x18\x06 \x01(\x03R\x06loadMs\"\x9e\x02\n" +
 	"\vStepRequest\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x04R\x04step\x12'\n" +
 	"\x0fplacement_epoch\x18\x02 \x01(\x04R\x0eplacementEpoch\x12'\n" +
 	"\x04seqs\x18\x03 \x03(\v2\x13.moemesh.v1.SeqStepR\x04seqs\x12#\n" +
 	"\rreturn_logits\x18\x04 \x01(\bR\freturnLogits\x120\n" +
 	"\bsampling\x18\x05 \x01(\v2\x14.moemesh.v1.SamplingR\bsampling\x12(\n" +
-	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\"l\n" +
+	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\x12(\n" +
+	"\x10finished_seq_ids\x18\a \x03(\x04R\x0efinishedSeqIds\"l\n" +
 	"\fStepResponse\x12/\n" +
 	"\aresults\x18\x01 \x03(\v2\x15.moemesh.v1.SeqResultR\aresults\x12+\n" +
 	"\x05stats\x18\x02 \x01(\v2\x15.moemesh.v1.StepStatsR\x05stats\"\x0f\n" +
