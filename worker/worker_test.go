@@ -1,0 +1,99 @@
+package worker
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/sampling"
+)
+
+func TestSamplingParams(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      *pb.Sampling
+		want    sampling.Params
+		wantErr bool
+	}{
+		{"absent means greedy", nil, sampling.Greedy(), false},
+		{"zero top_p and repetition mean off", &pb.Sampling{Temperature: 0.7, TopK: 20, Seed: 3},
+			sampling.Params{Temperature: 0.7, TopK: 20, TopP: 1, RepetitionPenalty: 1, Seed: 3}, false},
+		{"explicit values kept", &pb.Sampling{Temperature: 0.6, TopP: 0.95, MinP: 0.1, PresencePenalty: 0.5, RepetitionPenalty: 1.1},
+			sampling.Params{Temperature: 0.6, TopP: 0.95, MinP: 0.1, PresencePenalty: 0.5, RepetitionPenalty: 1.1}, false},
+		{"negative temperature refused", &pb.Sampling{Temperature: -1}, sampling.Params{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := samplingParams(tc.in)
+			if tc.wantErr {
+				if !errors.Is(err, sampling.ErrBadParams) {
+					t.Fatalf("err = %v, want ErrBadParams", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSeqSamplerHistory: tokens fed before the first sample are the
+// prompt, every later one a generated token.
+func TestSeqSamplerHistory(t *testing.T) {
+	st := &seqSampler{}
+	st.feed([]int32{1, 2})
+	st.feed([]int32{3})
+	st.hasSampled = true
+	st.feed([]int32{9})
+	st.feed([]int32{8})
+	if diff := cmp.Diff([]int{1, 2, 3}, st.prompt); diff != "" {
+		t.Errorf("prompt (-want +got)\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{9, 8}, st.generated); diff != "" {
+		t.Errorf("generated (-want +got)\n%s", diff)
+	}
+}
+
+func TestPlacementFromProto(t *testing.T) {
+	layer := func(ws ...[]uint32) *pb.LayerPlacement {
+		lp := &pb.LayerPlacement{}
+		for _, w := range ws {
+			lp.Workers = append(lp.Workers, &pb.WorkerExperts{Experts: w})
+		}
+		return lp
+	}
+	good := layer([]uint32{0, 2}, []uint32{1, 3})
+	for _, tc := range []struct {
+		name string
+		p    *pb.Placement
+		ok   bool
+	}{
+		{"valid", &pb.Placement{Epoch: 1, Layers: []*pb.LayerPlacement{good, good}}, true},
+		{"missing", nil, false},
+		{"wrong worker count", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0, 1, 2, 3})}}, false},
+		{"expert out of range", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0, 9}, []uint32{1, 2, 3})}}, false},
+		{"expert unplaced", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0}, []uint32{1, 3})}}, false},
+		{"layers differ", &pb.Placement{Layers: []*pb.LayerPlacement{good, layer([]uint32{0, 1}, []uint32{2, 3})}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl, err := placementFromProto(tc.p, 2, 4, 2)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff([][]int{{0}, {1}, {0}, {1}}, pl.Owners); diff != "" {
+					t.Errorf("owners (-want +got)\n%s", diff)
+				}
+				return
+			}
+			if !errors.Is(err, ErrBadRequest) {
+				t.Errorf("err = %v, want ErrBadRequest", err)
+			}
+		})
+	}
+}
