@@ -35,7 +35,7 @@ func checkLeaks(t *testing.T) {
 type cluster struct {
 	servers []*worker.Server
 	driver  *coordinator.Driver
-	pool    *model.BlockPool
+	pool    model.Allocator
 	place   *sharding.Placement
 	layout  sharding.Layout
 }
@@ -68,7 +68,7 @@ func newCluster(t *testing.T, dir string, cc clusterConfig) *cluster {
 		t.Fatal(err)
 	}
 	pl.Epoch = 1
-	c := &cluster{place: pl, layout: layout, pool: model.NewBlockPool(blockSize, kvBlocks)}
+	c := &cluster{place: pl, layout: layout}
 	addrs := make([]string, cc.workers)
 	for w := range cc.workers {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -105,6 +105,7 @@ func newCluster(t *testing.T, dir string, cc clusterConfig) *cluster {
 		t.Fatal(err)
 	}
 	c.driver = d
+	c.pool = d.NewPools(blockSize, kvBlocks)
 	return c
 }
 
@@ -119,7 +120,7 @@ func openLocal(t *testing.T, dir string) *model.Model {
 }
 
 // batch builds three sequences of lengths 1, 7 and 13 with tokens below vocab.
-func batch(t *testing.T, pool *model.BlockPool, vocab int) []model.SeqInput {
+func batch(t *testing.T, pool model.Allocator, vocab int) []model.SeqInput {
 	t.Helper()
 	var in []model.SeqInput
 	for i, n := range []int{1, 7, 13} {

@@ -270,3 +270,23 @@ func (d *Driver) run(ctx context.Context, req *pb.StepRequest) (map[uint64]*pb.S
 
 	return byID, nil
 }
+
+// NewPools returns a block allocator with one pool of blocks blocks per
+// attention group: every group has its own KV storage, so block ids only
+// need to be unique inside a group and the cluster holds D times as many
+// sequences as one pool would allow.
+func (d *Driver) NewPools(blockSize, blocks int) model.Allocator {
+	g := &groupPools{group: d.Group}
+	for range d.layout.DP {
+		g.pools = append(g.pools, model.NewBlockPool(blockSize, blocks))
+	}
+	return g
+}
+
+type groupPools struct {
+	pools []*model.BlockPool
+	group func(uint64) int
+}
+
+func (g *groupPools) Reserve(s *model.Seq, n int) error { return g.pools[g.group(s.ID)].Reserve(s, n) }
+func (g *groupPools) Release(s *model.Seq)              { g.pools[g.group(s.ID)].Release(s) }

@@ -29,6 +29,17 @@ type SamplingStepper interface {
 	Release(ids []uint64)
 }
 
+// Allocator gives sequences KV blocks. A BlockPool is one; a cluster keeps
+// one pool per attention group (coordinator.Driver.NewPools).
+type Allocator interface {
+	// Reserve makes room for positions [0, n) of s; on error nothing is taken.
+	Reserve(s *Seq, n int) error
+	// Release returns all of s's blocks.
+	Release(s *Seq)
+}
+
+var _ Allocator = (*BlockPool)(nil)
+
 // Request is one sequence to generate.
 type Request struct {
 	Prompt    []int32
@@ -44,7 +55,7 @@ type Request struct {
 // every sampled token in order (seq is the index in reqs); an error from it
 // stops generation. The blocks taken from pool are returned before Generate
 // returns. The result holds each sequence's generated ids.
-func Generate(ctx context.Context, st Stepper, pool *BlockPool, reqs []Request, emit func(seq int, id int32) error) ([][]int32, error) {
+func Generate(ctx context.Context, st Stepper, pool Allocator, reqs []Request, emit func(seq int, id int32) error) ([][]int32, error) {
 	seqs := make([]*Seq, len(reqs))
 	out := make([][]int32, len(reqs))
 	defer func() {

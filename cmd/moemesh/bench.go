@@ -129,7 +129,7 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 
 // benchOnce prefills batch prompts of promptLen tokens in one step, then
 // decodes steps tokens for every sequence; it returns tokens/s of each phase.
-func benchOnce(ctx context.Context, st model.Stepper, pool *model.BlockPool, vocab, batch, promptLen, steps int, cs *commStats) (prefill, decode float64, err error) {
+func benchOnce(ctx context.Context, st model.Stepper, pool model.Allocator, vocab, batch, promptLen, steps int, cs *commStats) (prefill, decode float64, err error) {
 	seqs := make([]*model.Seq, batch)
 	defer func() {
 		for _, sq := range seqs {

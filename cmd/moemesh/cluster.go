@@ -48,7 +48,7 @@ func (c *clusterFlags) Validate() error {
 
 // Stepper returns something that runs forward steps for the model in dir,
 // with a block pool sized to its KV cache, and a function releasing both.
-func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (model.Stepper, *model.BlockPool, func(), error) {
+func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (model.Stepper, model.Allocator, func(), error) {
 	if c.Workers > 1 || c.TP > 1 {
 		return startLocalCluster(ctx, s, dir, c)
 	}

@@ -44,7 +44,7 @@ func clusterPlan(dir string, c *clusterFlags) (*model.Config, sharding.Layout, *
 // startLocalCluster starts c.Workers worker processes on loopback, loads
 // their shards and returns a step driver. The workers exit when the
 // returned function runs, or when this process dies (they watch stdin).
-func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterFlags) (model.Stepper, *model.BlockPool, func(), error) {
+func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterFlags) (model.Stepper, model.Allocator, func(), error) {
 	cfg, layout, pl, err := clusterPlan(dir, c)
 	if err != nil {
 		return nil, nil, nil, err
@@ -116,7 +116,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 		closeAll()
 		return nil, nil, nil, err
 	}
-	return d, model.NewBlockPool(bs, blocks), closeAll, nil
+	return d, d.NewPools(bs, blocks), closeAll, nil
 }
 
 // listenPrefix starts the line a worker prints once it is serving.
