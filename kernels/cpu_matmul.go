@@ -48,8 +48,10 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 			xs = c.roundedX(xs)
 		}
 	}
-	type task struct{ g, lo, hi int }
-	var tasks []task
+	// Tasks are cut by work, not per matrix: a group gets a share of the
+	// tasks in proportion to its multiply-adds, so with many small groups
+	// (experts at decode) each task streams whole matrices.
+	var total int
 	for g := range w {
 		if rows[g] < 0 || rowOff[g] < 0 {
 			panic(fmt.Sprintf("kernels: GroupedMatMul group %d has rows [%d, %d)", g, rowOff[g], rowOff[g]+rows[g]))
@@ -57,6 +59,12 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		need("GroupedMatMul out", len(o), (rowOff[g]+rows[g])*n)
 		need("GroupedMatMul x", len(xs), (rowOff[g]+rows[g])*k)
 		need("GroupedMatMul w", w[g].Len(), n*k)
+		total += rows[g] * n * k
+	}
+	target := max(total/(4*c.threads), 1)
+	type task struct{ g, lo, hi int }
+	var tasks []task
+	for g := range w {
 		if rows[g] == 0 {
 			continue
 		}
@@ -64,7 +72,7 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 			clear(o[rowOff[g]*n : (rowOff[g]+rows[g])*n])
 			continue
 		}
-		parts := c.pool.split((n+3)/4, 4*rows[g]*k)
+		parts := min(c.pool.split((n+3)/4, 4*rows[g]*k), (rows[g]*n*k+target-1)/target)
 		for t := range parts {
 			lo, hi := chunk(n, parts, t, 4)
 			tasks = append(tasks, task{g, lo, hi})
@@ -106,6 +114,11 @@ func roundBF16(v float32) float32 {
 // matmulRange computes columns [lo, hi) of out[m, ldo] = x[m,k] · w[n,k]ᵀ.
 // lo is a multiple of 4.
 func matmulRange(o, x []float32, wb *HostBuffer, m, n, k, lo, hi, ldo int) {
+	if m == 1 && wb.dt == BF16 {
+		// One row of x: the weights are a single linear stream.
+		gemvBF16(o[lo:hi], x[:k], wb.bf16[lo*k:hi*k], k)
+		return
+	}
 	mb := m
 	if m*k*4 > xBlockBytes {
 		mb = max(4, xBlockBytes/(k*4)&^3)

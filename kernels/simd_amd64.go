@@ -313,3 +313,22 @@ func expSum(dst, src []float32, s, m float32) float64 {
 	sum := expSumAVX512(&dst[0], &src[0], s, m, &expConsts, h)
 	return sum + expSumGo(dst[h:], src[h:], s, m)
 }
+
+//go:noescape
+func gemvBF16AVX512(out, x *float32, w *uint16, k, rows, pd int)
+
+// gemvPrefetch is how far ahead of its four-row group gemvBF16 prefetches
+// weights, beyond the group itself.
+var gemvPrefetch = 8 << 10
+
+func gemvBF16(out, x []float32, w []uint16, k int) {
+	rows := len(out) &^ 3
+	if !useAVX512 || k&15 != 0 || rows == 0 {
+		gemvBF16Go(out, x, w, k)
+		return
+	}
+	_ = x[k-1]
+	_ = w[len(out)*k-1]
+	gemvBF16AVX512(&out[0], &x[0], &w[0], k, rows, 8*k+gemvPrefetch)
+	gemvBF16Go(out[rows:], x, w[rows*k:], k)
+}

@@ -687,3 +687,84 @@ exp_512_done:
 	VZEROUPPER
 	MOVSD         X0, ret+40(FP)
 	RET
+
+// func gemvBF16AVX512(out, x *float32, w *uint16, k, rows, pd int)
+//
+// out[r] = x[:k] · w[r*k:(r+1)*k] for r in [0, rows): contiguous rows, k a
+// multiple of 16, rows a multiple of 4, four rows at a time as in
+// dot1x4BF16AVX512 (same arithmetic). The weights are one linear stream:
+// the kernel first prefetches its first pd bytes into L2, then keeps
+// prefetching pd bytes ahead of the four-row group it is on, never past
+// the last line of its rows, so a short range starts at full speed and
+// fetches nothing it does not use.
+TEXT ·gemvBF16AVX512(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DX
+	MOVQ x+8(FP), R13
+	MOVQ w+16(FP), DI
+	MOVQ k+24(FP), R10
+	MOVQ rows+32(FP), BX
+	MOVQ pd+40(FP), AX
+	LEAQ (R10)(R10*1), R8  // row bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ BX, R11
+	IMULQ R8, R11
+	ADDQ DI, R11
+	SUBQ $64, R11          // the last line of the rows
+	MOVQ DI, R12
+	ADDQ DI, AX
+	CMPQ AX, R11
+	JLS  gemvbf16_prime
+	MOVQ R11, AX
+
+gemvbf16_prime:
+	PREFETCHT1 (R12)
+	ADDQ       $64, R12
+	CMPQ       R12, AX
+	JLS        gemvbf16_prime
+	MOVQ       DI, R12
+	ADDQ       pd+40(FP), R12 // prefetch pointer, pd bytes ahead
+	TESTQ      BX, BX
+	JZ         gemvbf16_end
+
+gemvbf16_group:
+	MOVQ   R13, SI
+	MOVQ   R10, CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+
+gemvbf16_loop:
+	MOVQ        R12, AX
+	CMPQ        AX, R11
+	CMOVQHI     R11, AX
+	PREFETCHT1  (AX)
+	PREFETCHT1  64(AX)
+	ADDQ        $128, R12
+	VMOVUPS     (SI), Z4
+	WIDEN16((DI), Z5)
+	WIDEN16((DI)(R8*1), Z6)
+	WIDEN16((DI)(R8*2), Z7)
+	WIDEN16((DI)(R9*1), Z9)
+	VFMADD231PS Z5, Z4, Z0
+	VFMADD231PS Z6, Z4, Z1
+	VFMADD231PS Z7, Z4, Z2
+	VFMADD231PS Z9, Z4, Z3
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	SUBQ        $16, CX
+	JNZ         gemvbf16_loop
+
+	ADDQ R9, DI // DI was at the end of the group's first row
+	RED16(Z0, Y0, Y0, X0)
+	RED16(Z1, Y1, Y1, X1)
+	RED16(Z2, Y2, Y2, X2)
+	RED16(Z3, Y3, Y3, X3)
+	HSUM4((DX))
+	ADDQ $16, DX
+	SUBQ $4, BX
+	JNZ  gemvbf16_group
+
+gemvbf16_end:
+	VZEROUPPER
+	RET

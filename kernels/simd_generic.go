@@ -79,3 +79,15 @@ func expSumGo(dst, src []float32, s, m float32) float64 {
 	}
 	return sum
 }
+
+func gemvBF16Go(out, x []float32, w []uint16, k int) {
+	r := 0
+	var acc [4]float32
+	for ; r+4 <= len(out); r += 4 {
+		dot1x4BF16(&acc, x, w[r*k:], k, k)
+		copy(out[r:r+4], acc[:])
+	}
+	for ; r < len(out); r++ {
+		out[r] = dotBF16(x[:k], w[r*k:(r+1)*k])
+	}
+}

@@ -85,3 +85,14 @@ func axpy4(a *[4]float32, x, y []float32, ldy int) { axpy4Go(a, x, y, ldy) }
 //		sum += float64(e)
 //	}
 func expSum(dst, src []float32, s, m float32) float64 { return expSumGo(dst, src, s, m) }
+
+// gemvBF16 computes out[r] = dotBF16(x[:k], w[r*k:(r+1)*k]) for every r
+// in [0, len(out)), four rows at a time:
+//
+//	for r := range out {
+//		out[r] = dotBF16(x[:k], w[r*k:(r+1)*k])
+//	}
+func gemvBF16(out, x []float32, w []uint16, k int) { gemvBF16Go(out, x, w, k) }
+
+// gemvPrefetch is unused by the pure-Go kernels.
+var gemvPrefetch = 8 << 10

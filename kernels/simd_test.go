@@ -139,3 +139,44 @@ func TestExpSum(t *testing.T) {
 		}
 	}
 }
+
+// TestGEMV checks that gemvBF16 gives, bit for bit, the dot products of
+// dotBF16 for every row, on row counts around the four-row groups, with
+// every prefetch distance down to none, on every instruction set.
+func TestGEMV(t *testing.T) {
+	for _, f := range []string{"", "avx2", "generic"} {
+		restore := setFeatures(f)
+		t.Run(Features(), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(9, 10))
+			for _, k := range []int{1, 15, 16, 17, 48, 256, 1030} {
+				for _, rows := range []int{1, 3, 4, 5, 8, 13, 64} {
+					x := make([]float32, k)
+					for i := range x {
+						x[i] = float32(rng.NormFloat64())
+					}
+					w := make([]uint16, rows*k+7) // guard past the rows
+					for i := range w {
+						w[i] = uint16(math.Float32bits(float32(rng.NormFloat64())) >> 16)
+					}
+					for _, pd := range []int{0, 64, 8 << 10} {
+						old := gemvPrefetch
+						gemvPrefetch = pd
+						out := make([]float32, rows+1)
+						out[rows] = 42
+						gemvBF16(out[:rows], x, w[:rows*k], k)
+						gemvPrefetch = old
+						for r := range rows {
+							if want := dotBF16(x, w[r*k:(r+1)*k]); out[r] != want {
+								t.Fatalf("k=%d rows=%d pd=%d row %d: %g, want %g", k, rows, pd, r, out[r], want)
+							}
+						}
+						if out[rows] != 42 {
+							t.Fatalf("k=%d rows=%d: wrote past the rows", k, rows)
+						}
+					}
+				}
+			}
+		})
+		restore()
+	}
+}
