@@ -74,17 +74,12 @@ func Generate(ctx context.Context, st Stepper, pool Allocator, reqs []Request, e
 		}
 		seqs[i] = &Seq{ID: uint64(i)}
 	}
-	history := func(i int) []int {
-		h := make([]int, 0, len(reqs[i].Prompt))
-		for _, id := range reqs[i].Prompt {
-			h = append(h, int(id))
-		}
-		return h
-	}
-	prompts := make([][]int, len(reqs))
+	prompts := make([][]int, len(reqs)) // sampler history: prompt and generated ids
 	gen := make([][]int, len(reqs))
-	for i := range reqs {
-		prompts[i] = history(i)
+	for i, r := range reqs {
+		for _, id := range r.Prompt {
+			prompts[i] = append(prompts[i], int(id))
+		}
 	}
 	active := make([]int, 0, len(reqs))
 	for i, r := range reqs {

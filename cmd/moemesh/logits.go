@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -99,6 +101,9 @@ func writeLogitsJSON(s IOStreams, rows [][]float32) error {
 		for j, v := range r {
 			if j > 0 {
 				w.WriteString(", ")
+			}
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("logit %d of position %d is %v: the model produced a non-finite value", j, i, v)
 			}
 			buf = strconv.AppendFloat(buf[:0], float64(v), 'g', -1, 32)
 			w.Write(buf)
