@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +76,9 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	for w := range c.Workers {
 		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device)
 		cmd.Stderr = stderr
+		// Share this machine's cores among the workers: oversubscribed
+		// compute threads spin against each other.
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/c.Workers)))
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			stop()
