@@ -15,9 +15,9 @@ import (
 )
 
 // TestResidentWeightsAreTheShare checks that every worker holds exactly its
-// share of the weights: its heads' attention slices, its experts and the
-// replicated router (sharding.WorkerMemory), plus the replicated
-// embeddings (and lm_head on rank 0). The f32 test model makes norms and
+// share of the weights as sharding.WorkerMemory computes it: its heads'
+// attention slices, its experts, the replicated router and its vocabulary
+// block of embed_tokens and lm_head. The f32 test model makes norms and
 // matrices the same width, so the figures must agree to the byte.
 func TestResidentWeightsAreTheShare(t *testing.T) {
 	checkLeaks(t)
@@ -67,14 +67,9 @@ func TestResidentWeightsAreTheShare(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			embed := int64(cfg.VocabSize * cfg.HiddenSize * 4)
 			var sum int64
 			for w, r := range resp {
-				est := sharding.WorkerMemory(shape, layout, pl, w, 0)
-				want := est.Attention + est.Experts + est.Router + embed
-				if layout.Rank(w) == 0 {
-					want += embed + int64(cfg.HiddenSize*4) // lm_head and the final norm
-				}
+				want := sharding.WorkerMemory(shape, layout, pl, w, 0).Weights
 				if got := int64(r.ResidentWeightBytes); got != want {
 					t.Errorf("worker %d holds %d weight bytes, its share is %d", w, got, want)
 				}

@@ -29,6 +29,18 @@ type Reducer interface {
 	AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error
 }
 
+// VocabReducer joins the vocabulary-parallel pieces of a tensor-parallel
+// group; a Reducer of a model whose shard holds part of the vocabulary must
+// implement it. Every rank of the group makes the same calls.
+type VocabReducer interface {
+	// AllReduceEmbed sums the ranks' partial embeddings x [n, hidden] in
+	// place (each token's row is non-zero on the rank holding its id).
+	AllReduceEmbed(ctx context.Context, x kernels.Buffer, n int) error
+	// GatherLogits joins every rank's logits slice: local is [rows,
+	// Hi−Lo] of this rank's vocabulary range; the result is [rows, vocab].
+	GatherLogits(ctx context.Context, local []float32, rows int) ([]float32, error)
+}
+
 // FFN computes the feed-forward block of an MoE layer: out[t,:] = Σ_e w_e ·
 // expert_e(h[t,:]) for tokens [0, tokens). out is zeroed by the caller.
 // LocalMoE runs every expert in-process; a worker swaps in a dispatching one.
@@ -46,6 +58,7 @@ type Model struct {
 	FFN     FFN     // nil: LocalMoE over W
 
 	QHeads, KVHeads HeadRange // this shard's heads
+	Vocab           HeadRange // this shard's rows of embed_tokens and lm_head
 	scratch         map[string]kernels.Buffer
 	ck              *Checkpoint // owned when opened by Open
 	closeBackend    bool
@@ -61,7 +74,7 @@ func NewModel(cfg *Config, w *Weights, b kernels.Backend, s Shard, blockSize, nu
 	if err != nil {
 		return nil, err
 	}
-	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, scratch: map[string]kernels.Buffer{}}, nil
+	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, Vocab: s.VocabRange(cfg), scratch: map[string]kernels.Buffer{}}, nil
 }
 
 // Scratch returns a named F32 scratch buffer of n elements owned by the
@@ -143,7 +156,7 @@ func (m *Model) Forward(ctx context.Context, seqs []SeqInput) ([][]float32, erro
 	if err != nil {
 		return nil, err
 	}
-	return m.Logits(x, rows)
+	return m.Logits(ctx, x, rows)
 }
 
 // Hidden runs embedding and all layers and returns the residual stream
@@ -166,7 +179,9 @@ func (m *Model) hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *s
 	if err != nil {
 		return nil, nil, err
 	}
-	m.B.Embed(x, m.W.Embed.Buf, st.ids, hid)
+	if err := m.embed(ctx, x, st.ids); err != nil {
+		return nil, nil, err
+	}
 	for l := range m.W.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -179,6 +194,62 @@ func (m *Model) hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *s
 		}
 	}
 	return x, st, nil
+}
+
+// partialVocab reports whether this shard holds only part of the vocabulary.
+func (m *Model) partialVocab() bool { return m.Vocab.Len() != m.Cfg.VocabSize }
+
+func (m *Model) vocabReducer() (VocabReducer, error) {
+	vr, ok := m.Reducer.(VocabReducer)
+	if !ok {
+		return nil, fmt.Errorf("model: the shard holds vocabulary rows [%d,%d) of %d but has no VocabReducer", m.Vocab.Lo, m.Vocab.Hi, m.Cfg.VocabSize)
+	}
+	return vr, nil
+}
+
+// embed writes the embeddings of ids into x [len(ids), hidden]. A
+// vocabulary-parallel shard embeds the ids it holds, leaves zeros for the
+// others, and sums across the group.
+func (m *Model) embed(ctx context.Context, x kernels.Buffer, ids []int32) error {
+	hid := m.Cfg.HiddenSize
+	if !m.partialVocab() {
+		m.B.Embed(x, m.W.Embed.Buf, ids, hid)
+		return nil
+	}
+	vr, err := m.vocabReducer()
+	if err != nil {
+		return err
+	}
+	var local, rows []int32
+	for i, id := range ids {
+		if int(id) >= m.Vocab.Lo && int(id) < m.Vocab.Hi {
+			local = append(local, id-int32(m.Vocab.Lo))
+			rows = append(rows, int32(i))
+		}
+	}
+	if err := m.zero(x, len(ids)*hid); err != nil {
+		return err
+	}
+	if len(local) > 0 {
+		e, err := m.buf("embed", len(local)*hid)
+		if err != nil {
+			return err
+		}
+		m.B.Embed(e, m.W.Embed.Buf, local, hid)
+		m.B.ScatterAdd(x, e, rows, ones(len(rows)), hid)
+	}
+	if err := vr.AllReduceEmbed(ctx, x, len(ids)); err != nil {
+		return fmt.Errorf("model: embedding all-reduce: %w", err)
+	}
+	return nil
+}
+
+func ones(n int) []float32 {
+	o := make([]float32, n)
+	for i := range o {
+		o[i] = 1
+	}
+	return o
 }
 
 // attention is x += o_proj(attn(RMSNorm(x))) for layer l.
@@ -286,24 +357,35 @@ func (m *Model) expert(e *Expert, x, out kernels.Buffer, rows, inter int) error 
 	return nil
 }
 
-// Logits applies the final norm and lm_head to the given rows of x.
-func (m *Model) Logits(x kernels.Buffer, rows []int32) ([][]float32, error) {
+// Logits applies the final norm and lm_head to the given rows of x. A
+// vocabulary-parallel shard computes its slice and gathers the rest from
+// its group, so every rank returns whole rows.
+func (m *Model) Logits(ctx context.Context, x kernels.Buffer, rows []int32) ([][]float32, error) {
 	c, b := m.Cfg, m.B
-	n, hid, vocab := len(rows), c.HiddenSize, c.VocabSize
+	n, hid, vocab, width := len(rows), c.HiddenSize, c.VocabSize, m.Vocab.Len()
 	sel, err := m.buf("sel", n*hid)
 	if err != nil {
 		return nil, err
 	}
-	lg, err := m.buf("logits", n*vocab)
+	lg, err := m.buf("logits", n*width)
 	if err != nil {
 		return nil, err
 	}
 	b.Gather(sel, x, rows, hid)
 	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
-	b.MatMul(lg, sel, m.W.LMHead.Buf, n, vocab, hid)
-	flat := make([]float32, n*vocab)
+	b.MatMul(lg, sel, m.W.LMHead.Buf, n, width, hid)
+	flat := make([]float32, n*width)
 	if err := b.ReadF32(lg, 0, flat); err != nil {
 		return nil, err
+	}
+	if m.partialVocab() {
+		vr, err := m.vocabReducer()
+		if err != nil {
+			return nil, err
+		}
+		if flat, err = vr.GatherLogits(ctx, flat, n); err != nil {
+			return nil, fmt.Errorf("model: logits gather: %w", err)
+		}
 	}
 	out := make([][]float32, n)
 	for i := range out {

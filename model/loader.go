@@ -31,22 +31,18 @@ func loadWeights(ck *Checkpoint, cfg *Config, b kernels.Backend, s Shard, progre
 	if s.Experts != nil && len(s.Experts) != cfg.NumHiddenLayers {
 		return nil, fmt.Errorf("%w: expert lists for %d layers, model has %d", ErrShard, len(s.Experts), cfg.NumHiddenLayers)
 	}
-	l := &loader{ck: ck, cfg: cfg, b: b, shard: s, q: qh, kv: kvh}
+	l := &loader{ck: ck, cfg: cfg, b: b, shard: s, q: qh, kv: kvh, vocab: s.VocabRange(cfg)}
 	w := &Weights{Layers: make([]Layer, cfg.NumHiddenLayers)}
-	if !s.SkipEmbeddings {
-		if err := l.tensor(&w.Embed, "model.embed_tokens.weight", ""); err != nil {
-			return nil, err
-		}
+	if err := l.tensor(&w.Embed, "model.embed_tokens.weight", "vocab"); err != nil {
+		return nil, err
 	}
-	if !s.SkipEmbeddings && !s.SkipLMHead {
-		if err := l.tensor(&w.Norm, "model.norm.weight", "f32"); err != nil {
-			return nil, err
-		}
-		if _, err := ck.Info("lm_head.weight"); err != nil && cfg.TieWordEmbeddings {
-			w.LMHead = w.Embed
-		} else if err := l.tensor(&w.LMHead, "lm_head.weight", ""); err != nil {
-			return nil, err
-		}
+	if err := l.tensor(&w.Norm, "model.norm.weight", "f32"); err != nil {
+		return nil, err
+	}
+	if _, err := ck.Info("lm_head.weight"); err != nil && cfg.TieWordEmbeddings {
+		w.LMHead = w.Embed
+	} else if err := l.tensor(&w.LMHead, "lm_head.weight", "vocab"); err != nil {
+		return nil, err
 	}
 	for i := range w.Layers {
 		if err := l.layer(&w.Layers[i], i); err != nil {
@@ -65,6 +61,7 @@ type loader struct {
 	b     kernels.Backend
 	shard Shard
 	q, kv HeadRange
+	vocab HeadRange
 }
 
 func (l *loader) layer(dst *Layer, i int) error {
@@ -213,6 +210,8 @@ func (l *loader) tensor(dst *Tensor, name, split string) error {
 		t, err = l.ck.Rows(name, l.q.Lo*d, l.q.Hi*d)
 	case "kvrows":
 		t, err = l.ck.Rows(name, l.kv.Lo*d, l.kv.Hi*d)
+	case "vocab":
+		t, err = l.ck.Rows(name, l.vocab.Lo, l.vocab.Hi)
 	case "qcols":
 		if l.q.Lo == 0 && l.q.Hi*d == cols {
 			t, err = l.ck.Rows(name, 0, rows)

@@ -19,11 +19,12 @@ type Tensor struct {
 //	qrows:  rows of its query heads        (q_proj: column-parallel)
 //	kvrows: rows of its KV heads           (k_proj, v_proj)
 //	qcols:  columns of its query heads     (o_proj: row-parallel)
+//	vocab:  rows of its vocabulary block   (embed_tokens, lm_head)
 //	f32:    small vector kept in float32 (norms)
 type Weights struct {
-	Embed  Tensor  `st:"model.embed_tokens.weight"`
+	Embed  Tensor  `st:"model.embed_tokens.weight" split:"vocab"`
 	Norm   Tensor  `st:"model.norm.weight" split:"f32"`
-	LMHead Tensor  `st:"lm_head.weight"`
+	LMHead Tensor  `st:"lm_head.weight" split:"vocab"`
 	Layers []Layer `st:"model.layers.%d"`
 }
 
@@ -63,15 +64,21 @@ type Shard struct {
 	// Experts, when non-nil, lists the expert ids hosted per MoE layer
 	// (index = layer). Nil loads every expert.
 	Experts [][]int
-	// SkipEmbeddings leaves out embed_tokens, model.norm and lm_head (a
-	// worker that never embeds nor samples).
-	SkipEmbeddings bool
-	// SkipLMHead leaves out model.norm and lm_head (tensor-parallel ranks
-	// other than 0 never produce logits).
-	SkipLMHead bool
 }
 
-// HeadRange is the half-open range of heads held by a rank.
+// VocabRange returns the rows of embed_tokens and lm_head the rank holds:
+// with TPSize > 1 the vocabulary is split into blocks of ceil(V/TPSize)
+// rows (the last ones shorter), as sharding.SplitRange does.
+func (s Shard) VocabRange(cfg *Config) HeadRange {
+	v, t := cfg.VocabSize, s.TPSize
+	if t <= 1 {
+		return HeadRange{0, v}
+	}
+	per := (v + t - 1) / t
+	return HeadRange{min(v, s.TPRank*per), min(v, (s.TPRank+1)*per)}
+}
+
+// HeadRange is the half-open range of heads (or vocabulary rows) held by a rank.
 type HeadRange struct{ Lo, Hi int }
 
 // Len is the number of heads in the range.

@@ -229,16 +229,57 @@ func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Pay
 	return res, b.ReadF32(y, 0, res.Data)
 }
 
-// meshReducer sums partial attention outputs over the tensor-parallel group.
+// meshReducer sums partial attention outputs over the tensor-parallel
+// group and joins its vocabulary-parallel embeddings and logits.
 type meshReducer struct {
 	ex    Exchange
 	group []int
 	step  *uint64
 	b     kernels.Backend
 	host  []float32
+	vocab []model.HeadRange // every rank's vocabulary rows
+}
+
+var _ model.VocabReducer = (*meshReducer)(nil)
+
+// AllReduceEmbed implements model.VocabReducer.
+func (r *meshReducer) AllReduceEmbed(ctx context.Context, x kernels.Buffer, n int) error {
+	return r.allReduce(ctx, collective.Tag{Step: *r.step, Phase: pb.Phase_PHASE_ALLREDUCE_EMBED}, x, n*r.hidden(x, n))
+}
+
+func (r *meshReducer) hidden(x kernels.Buffer, n int) int {
+	if n == 0 {
+		return 0
+	}
+	return x.Len() / n
+}
+
+// GatherLogits implements model.VocabReducer.
+func (r *meshReducer) GatherLogits(ctx context.Context, local []float32, rows int) ([]float32, error) {
+	vocab := r.vocab[len(r.vocab)-1].Hi
+	parts := make([][]float32, len(r.vocab))
+	for k, v := range r.vocab {
+		parts[k] = make([]float32, rows*v.Len())
+	}
+	tag := collective.Tag{Step: *r.step, Phase: pb.Phase_PHASE_LOGITS_GATHER}
+	if err := r.ex.AllGatherV(ctx, tag, r.group, local, parts); err != nil {
+		return nil, err
+	}
+	full := make([]float32, rows*vocab)
+	for k, v := range r.vocab {
+		w := v.Len()
+		for i := range rows {
+			copy(full[i*vocab+v.Lo:i*vocab+v.Hi], parts[k][i*w:(i+1)*w])
+		}
+	}
+	return full, nil
 }
 
 func (r *meshReducer) AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error {
+	return r.allReduce(ctx, collective.Tag{Step: *r.step, Layer: uint32(layer), Phase: pb.Phase_PHASE_ALLREDUCE_ATTN}, buf, n)
+}
+
+func (r *meshReducer) allReduce(ctx context.Context, tag collective.Tag, buf kernels.Buffer, n int) error {
 	if cap(r.host) < n {
 		r.host = make([]float32, n)
 	}
@@ -246,7 +287,7 @@ func (r *meshReducer) AllReduceSum(ctx context.Context, layer int, buf kernels.B
 	if err := r.b.ReadF32(buf, 0, h); err != nil {
 		return err
 	}
-	if err := r.ex.AllReduceSum(ctx, collective.Tag{Step: *r.step, Layer: uint32(layer), Phase: pb.Phase_PHASE_ALLREDUCE_ATTN}, r.group, h); err != nil {
+	if err := r.ex.AllReduceSum(ctx, tag, r.group, h); err != nil {
 		return err
 	}
 	return r.b.WriteF32(buf, 0, h)

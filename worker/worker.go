@@ -78,6 +78,15 @@ func New(cfg Config) *Worker {
 	return &Worker{cfg: cfg, state: pb.WorkerState_WORKER_STATE_EMPTY, samplers: map[uint64]*seqSampler{}}
 }
 
+// vocabRanges lists every rank's vocabulary rows.
+func vocabRanges(cfg *model.Config, tp int) []model.HeadRange {
+	out := make([]model.HeadRange, tp)
+	for r := range out {
+		out[r] = model.Shard{TPRank: r, TPSize: tp}.VocabRange(cfg)
+	}
+	return out
+}
+
 // seqSampler is a sequence's sampling state on rank 0 of its group: the
 // seeded sampler and the history its penalties read. Tokens fed before the
 // first sample are the prompt; every later fed token is the one sampled in
@@ -202,7 +211,7 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	if blocks <= 0 || bs <= 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "worker: kv_blocks (%d) and kv_block_size (%d) must be positive", blocks, bs)
 	}
-	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts, SkipLMHead: layout.Rank(self) != 0}
+	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts}
 	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs, CloseBackend: true})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
@@ -222,7 +231,7 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	for i := range all {
 		all[i] = i
 	}
-	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), step: &w.step, b: b}
+	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), step: &w.step, b: b, vocab: vocabRanges(cfg, layout.TP)}
 	m.FFN = &meshMoE{m: m, ex: ex, self: self, layout: layout, place: pl, all: all}
 	w.resident = m.W.ResidentBytes()
 	w.state = pb.WorkerState_WORKER_STATE_SERVING
@@ -291,10 +300,16 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 		return nil, stepError(err)
 	}
 	resp := &pb.StepResponse{}
-	if rank0 && len(in) > 0 {
-		logits, err := w.m.Logits(x, rows)
+	if len(in) > 0 {
+		// Every rank takes part: with a vocabulary-parallel lm_head the
+		// group gathers the logits; rank 0 samples and answers.
+		logits, err := w.m.Logits(ctx, x, rows)
 		if err != nil {
 			return nil, stepError(err)
+		}
+		if !rank0 {
+			resp.Stats = w.stats(start)
+			return resp, nil
 		}
 		r := 0
 		for i, s := range in {
