@@ -306,7 +306,7 @@ func (c *commStats) report(batch, layers, workers int) string {
 	fmt.Fprintf(tw, "phase\tbytes\ttime µs\t\n")
 	per := float64(c.steps * layers)
 	var commUs float64
-	for _, ph := range []pb.Phase{pb.Phase_PHASE_ALLREDUCE_ATTN, pb.Phase_PHASE_DISPATCH, pb.Phase_PHASE_COMBINE, pb.Phase_PHASE_ALLGATHER} {
+	for _, ph := range []pb.Phase{pb.Phase_PHASE_ALLREDUCE_EMBED, pb.Phase_PHASE_ALLREDUCE_ATTN, pb.Phase_PHASE_DISPATCH, pb.Phase_PHASE_COMBINE, pb.Phase_PHASE_ALLGATHER, pb.Phase_PHASE_LOGITS_GATHER} {
 		if _, ok := c.bytes[ph]; !ok {
 			continue
 		}
