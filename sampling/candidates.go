@@ -1,0 +1,89 @@
+package sampling
+
+import (
+	"math"
+	"slices"
+)
+
+// CandidateK says how many candidates each slice of a vocabulary split
+// across workers must contribute so that SampleCandidates draws exactly the
+// token Sample would draw from the whole vocabulary: TopK when top-k is on
+// (top-p and min-p then act on the top-k set alone), 1 for greedy decoding,
+// and 0 when the whole distribution is needed (top-k off or not smaller
+// than the vocabulary).
+func CandidateK(p Params, vocab int) int {
+	switch {
+	case p.TopK > 0 && p.TopK < vocab:
+		return p.TopK
+	case p.Temperature == 0:
+		return 1
+	}
+	return 0
+}
+
+// TopCandidates returns the k best penalized logits of one vocabulary
+// slice, logits[i] being the score of id lo+i: the repetition and presence
+// penalties of p are applied to the ids of prompt and generated inside the
+// slice (as Sample applies them), NaN counts as -Inf and -Inf entries are
+// left out; ties go to the lower id. ids are global ids.
+func TopCandidates(p Params, logits []float32, lo int, prompt, generated []int, k int) (ids []int32, vals []float32) {
+	x := make([]float32, len(logits))
+	for i, v := range logits {
+		x[i] = clean(v)
+	}
+	rp, pp := p.RepetitionPenalty, p.PresencePenalty
+	in := func(id int) bool { return id >= lo && id < lo+len(logits) }
+	if rp != 1 {
+		for _, id := range prompt {
+			if in(id) {
+				x[id-lo] = repetition(clean(logits[id-lo]), rp)
+			}
+		}
+	}
+	if rp != 1 || pp != 0 {
+		for _, id := range generated {
+			if in(id) {
+				x[id-lo] = repetition(clean(logits[id-lo]), rp) - pp
+			}
+		}
+	}
+	s := &Sampler{}
+	local := s.selectTopK(x, k)
+	ids = make([]int32, len(local))
+	vals = make([]float32, len(local))
+	for i, j := range local {
+		ids[i], vals[i] = int32(lo)+j, x[j]
+	}
+	return ids, vals
+}
+
+// SampleCandidates draws one token from the union of every slice's
+// TopCandidates (with k = CandidateK(s.Params(), vocab)), consuming the
+// random stream exactly as Sample does, so that it returns the token Sample
+// would return for the whole penalized vocabulary. ids need no order.
+func (s *Sampler) SampleCandidates(ids []int32, vals []float32) int {
+	k := max(s.p.TopK, 1)
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return int(ids[a] - ids[b]) })
+	// The compact vector lists candidates by id, so Sample's ties to the
+	// lower index are ties to the lower id; -Inf padding keeps it longer
+	// than k, so Sample takes its top-k path as on the whole vocabulary.
+	n := max(len(ids), k+1)
+	compact := make([]float32, n)
+	global := make([]int32, n)
+	finite := false
+	for i := range compact {
+		compact[i] = float32(math.Inf(-1))
+		if i < len(order) {
+			compact[i], global[i] = vals[order[i]], ids[order[i]]
+			finite = finite || !math.IsInf(float64(compact[i]), -1)
+		}
+	}
+	if !finite {
+		return 0 // as Sample when every logit is -Inf
+	}
+	return int(global[s.Sample(compact, nil, nil)])
+}
