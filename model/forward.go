@@ -361,21 +361,9 @@ func (m *Model) expert(e *Expert, x, out kernels.Buffer, rows, inter int) error 
 // vocabulary-parallel shard computes its slice and gathers the rest from
 // its group, so every rank returns whole rows.
 func (m *Model) Logits(ctx context.Context, x kernels.Buffer, rows []int32) ([][]float32, error) {
-	c, b := m.Cfg, m.B
-	n, hid, vocab, width := len(rows), c.HiddenSize, c.VocabSize, m.Vocab.Len()
-	sel, err := m.buf("sel", n*hid)
+	n, vocab := len(rows), m.Cfg.VocabSize
+	flat, err := m.LocalLogits(x, rows)
 	if err != nil {
-		return nil, err
-	}
-	lg, err := m.buf("logits", n*width)
-	if err != nil {
-		return nil, err
-	}
-	b.Gather(sel, x, rows, hid)
-	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
-	b.MatMul(lg, sel, m.W.LMHead.Buf, n, width, hid)
-	flat := make([]float32, n*width)
-	if err := b.ReadF32(lg, 0, flat); err != nil {
 		return nil, err
 	}
 	if m.partialVocab() {
@@ -392,6 +380,29 @@ func (m *Model) Logits(ctx context.Context, x kernels.Buffer, rows []int32) ([][
 		out[i] = flat[i*vocab : (i+1)*vocab : (i+1)*vocab]
 	}
 	return out, nil
+}
+
+// LocalLogits returns this shard's logits slice for the given rows of x:
+// [len(rows), Vocab.Len()] row-major, column j being id Vocab.Lo+j.
+func (m *Model) LocalLogits(x kernels.Buffer, rows []int32) ([]float32, error) {
+	c, b := m.Cfg, m.B
+	n, hid, width := len(rows), c.HiddenSize, m.Vocab.Len()
+	sel, err := m.buf("sel", n*hid)
+	if err != nil {
+		return nil, err
+	}
+	lg, err := m.buf("logits", n*width)
+	if err != nil {
+		return nil, err
+	}
+	b.Gather(sel, x, rows, hid)
+	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
+	b.MatMul(lg, sel, m.W.LMHead.Buf, n, width, hid)
+	flat := make([]float32, n*width)
+	if err := b.ReadF32(lg, 0, flat); err != nil {
+		return nil, err
+	}
+	return flat, nil
 }
 
 // Close frees the model's scratch buffers and KV cache, and the checkpoint

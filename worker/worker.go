@@ -288,12 +288,11 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 		delete(w.samplers, id)
 	}
 	rank0 := w.layout.Rank(w.self) == 0
-	var smp []*seqSampler
-	if rank0 {
-		var err error
-		if smp, err = w.prepareSamplers(req, group); err != nil {
-			return nil, err
-		}
+	// Every rank of the group keeps the samplers' history: with a
+	// vocabulary-parallel lm_head each rank penalizes its own ids.
+	smp, err := w.prepareSamplers(req, group)
+	if err != nil {
+		return nil, err
 	}
 	x, rows, err := w.m.Hidden(ctx, in)
 	if err != nil {
@@ -301,11 +300,23 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 	}
 	resp := &pb.StepResponse{}
 	if len(in) > 0 {
-		// Every rank takes part: with a vocabulary-parallel lm_head the
-		// group gathers the logits; rank 0 samples and answers.
-		logits, err := w.m.Logits(ctx, x, rows)
+		// Every rank takes part; rank 0 samples and answers.
+		var tokens []int32
+		var logits [][]float32
+		if w.candidatesSuffice(req, in, smp) {
+			tokens, err = w.sampleCandidates(ctx, req.Step, x, rows, in, smp)
+		} else {
+			if logits, err = w.m.Logits(ctx, x, rows); err == nil && rank0 {
+				tokens = w.sampleFull(logits, in, smp)
+			}
+		}
 		if err != nil {
 			return nil, stepError(err)
+		}
+		for _, st := range smp {
+			if st != nil {
+				st.hasSampled = true
+			}
 		}
 		if !rank0 {
 			resp.Stats = w.stats(start)
@@ -317,16 +328,9 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 			if s.AllLogits {
 				n = len(s.Tokens)
 			}
-			res := &pb.SeqResult{SeqId: ids[i], Token: -1}
+			res := &pb.SeqResult{SeqId: ids[i], Token: tokens[i]}
 			if req.ReturnLogits {
 				res.Logits = tensorF32(logits[r : r+n])
-			}
-			if st := smp[i]; st != nil {
-				st.feed(s.Tokens)
-				res.Token = int32(st.s.Sample(logits[r+n-1], st.prompt, st.generated))
-				st.hasSampled = true
-			} else {
-				res.Token = argmax(logits[r+n-1])
 			}
 			resp.Results = append(resp.Results, res)
 			r += n
@@ -338,8 +342,8 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 
 // prepareSamplers returns, for each of this group's sequences in order, its
 // sampler when the step samples it with explicit parameters (nil: argmax),
-// starting a fresh one for a sequence fed from position 0. Tokens of
-// sequences not sampled this step (prefill chunks) still enter the history.
+// starting a fresh one for a sequence fed from position 0. Every fed token
+// enters the history (also for prefill chunks that are not sampled).
 func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler, error) {
 	var out []*seqSampler
 	for _, s := range req.Seqs {
@@ -366,14 +370,118 @@ func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler,
 			st = &seqSampler{s: smp}
 			w.samplers[s.SeqId] = st
 		}
-		if st != nil && !s.Sample {
+		if st != nil {
 			st.feed(s.Tokens)
-			st = nil
 		}
 		if !s.Sample || params == nil {
 			st = nil
 		}
 		out = append(out, st)
+	}
+	return out, nil
+}
+
+// sampleFull samples every sequence from its whole logits rows (rank 0).
+func (w *Worker) sampleFull(logits [][]float32, in []model.SeqInput, smp []*seqSampler) []int32 {
+	out := make([]int32, len(in))
+	r := 0
+	for i, s := range in {
+		n := 1
+		if s.AllLogits {
+			n = len(s.Tokens)
+		}
+		if st := smp[i]; st != nil {
+			out[i] = int32(st.s.Sample(logits[r+n-1], st.prompt, st.generated))
+		} else {
+			out[i] = argmax(logits[r+n-1])
+		}
+		r += n
+	}
+	return out
+}
+
+// candidateK is the number of candidates a rank contributes for a sequence.
+func (w *Worker) candidateK(st *seqSampler) int {
+	p := sampling.Greedy()
+	if st != nil {
+		p = st.s.Params()
+	}
+	return sampling.CandidateK(p, w.m.Cfg.VocabSize)
+}
+
+// candidatesSuffice reports whether the step can sample from per-rank top-k
+// candidates instead of gathering whole logits rows: the vocabulary is
+// split, nobody asked for logits, and every sequence's parameters allow it.
+// The answer depends only on the request, so every rank agrees.
+func (w *Worker) candidatesSuffice(req *pb.StepRequest, in []model.SeqInput, smp []*seqSampler) bool {
+	if w.m.Vocab.Len() == w.m.Cfg.VocabSize || req.ReturnLogits {
+		return false
+	}
+	for i, s := range in {
+		if s.AllLogits || w.candidateK(smp[i]) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// sampleCandidates samples with a vocabulary-parallel lm_head without
+// gathering logits: every rank sends rank 0 its top-k penalized candidates
+// per sequence as (id, float32 bits) pairs in Aux, which no wire dtype
+// rounds; rank 0 draws from their union (sampling.SampleCandidates), which
+// gives the token a sampler of the whole vocabulary would give.
+func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Buffer, rows []int32, in []model.SeqInput, smp []*seqSampler) ([]int32, error) {
+	local, err := w.m.LocalLogits(x, rows)
+	if err != nil {
+		return nil, err
+	}
+	lo, width := w.m.Vocab.Lo, w.m.Vocab.Len()
+	var aux []int32
+	cands := make([][]int32, len(in))
+	vals := make([][]float32, len(in))
+	for i := range in {
+		p, prompt, gen := sampling.Greedy(), []int(nil), []int(nil)
+		if st := smp[i]; st != nil {
+			p, prompt, gen = st.s.Params(), st.prompt, st.generated
+		}
+		cands[i], vals[i] = sampling.TopCandidates(p, local[i*width:(i+1)*width], lo, prompt, gen, w.candidateK(smp[i]))
+		aux = append(aux, int32(len(cands[i])))
+		for j, id := range cands[i] {
+			aux = append(aux, id, int32(math.Float32bits(vals[i][j])))
+		}
+	}
+	group := w.layout.GroupWorkers(w.layout.Group(w.self))
+	root := group[0]
+	send := map[int]collective.Payload{}
+	if w.self != root {
+		send[root] = collective.Payload{Aux: aux}
+	}
+	got, err := w.ex.AllToAll(ctx, collective.Tag{Step: step, Phase: pb.Phase_PHASE_LOGITS_GATHER}, group, send)
+	if err != nil || w.self != root {
+		return nil, err
+	}
+	for _, src := range group[1:] {
+		a := got[src].Aux
+		for i := range in {
+			if len(a) == 0 || int(a[0]) < 0 || len(a) < 1+2*int(a[0]) {
+				return nil, fmt.Errorf("%w: sampling candidates from worker %d are truncated", ErrProtocol, src)
+			}
+			c := int(a[0])
+			for j := range c {
+				cands[i] = append(cands[i], a[1+2*j])
+				vals[i] = append(vals[i], math.Float32frombits(uint32(a[2+2*j])))
+			}
+			a = a[1+2*c:]
+		}
+	}
+	out := make([]int32, len(in))
+	for i := range in {
+		s := smp[i]
+		if s == nil {
+			g, _ := sampling.New(sampling.Greedy())
+			s = &seqSampler{s: g}
+		}
+		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i]))
 	}
 	return out, nil
 }
