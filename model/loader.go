@@ -269,31 +269,36 @@ func equalShape(a, b []int64) bool {
 	return true
 }
 
-// ResidentBytes is the number of weight bytes the shard holds.
-func (w *Weights) ResidentBytes() int64 {
-	var n int64
-	add := func(t *Tensor) {
+// each calls f for every loaded tensor once (a tied lm_head once).
+func (w *Weights) each(f func(*Tensor)) {
+	visit := func(t *Tensor) {
 		if t != nil && t.Buf != nil {
-			n += int64(t.Buf.Len() * t.Buf.DType().Size())
+			f(t)
 		}
 	}
-	add(&w.Embed)
-	add(&w.Norm)
+	visit(&w.Embed)
+	visit(&w.Norm)
 	if w.LMHead.Buf != w.Embed.Buf {
-		add(&w.LMHead)
+		visit(&w.LMHead)
 	}
 	for i := range w.Layers {
 		ly := &w.Layers[i]
 		for _, t := range []*Tensor{&ly.InputNorm, &ly.Q, &ly.K, &ly.V, &ly.O, &ly.QNorm, &ly.KNorm, &ly.PostNorm, ly.Router} {
-			add(t)
+			visit(t)
 		}
 		for _, e := range append(ly.Experts, ly.MLP) {
 			if e != nil {
-				add(&e.Gate)
-				add(&e.Up)
-				add(&e.Down)
+				visit(&e.Gate)
+				visit(&e.Up)
+				visit(&e.Down)
 			}
 		}
 	}
+}
+
+// ResidentBytes is the number of weight bytes the shard holds.
+func (w *Weights) ResidentBytes() int64 {
+	var n int64
+	w.each(func(t *Tensor) { n += int64(t.Buf.Len() * t.Buf.DType().Size()) })
 	return n
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/moemesh/moemesh/kernels"
 )
@@ -17,9 +18,10 @@ type OpenOptions struct {
 	// CloseBackend makes Model.Close also close the backend (when it has a
 	// Close method), for callers that made the backend only for this model.
 	CloseBackend bool
-	// Prefault reads every page of the checkpoint once after loading, so
-	// the first steps do not pay for page faults on the memory map
-	// (benchmarks and latency-sensitive serving want this).
+	// Prefault reads every page of the shard's weights once after loading,
+	// so the first steps do not pay for page faults on the memory map
+	// (workers, benchmarks and latency-sensitive serving want this). Only
+	// host-memory weights are touched; a GPU backend has copied them.
 	Prefault bool
 	// Progress, when set, is called after each layer is loaded.
 	Progress func(done, total int)
@@ -57,7 +59,7 @@ func Open(dir string, b kernels.Backend, o OpenOptions) (*Model, error) {
 		return nil, fmt.Errorf("model: %s: %w", dir, err)
 	}
 	if o.Prefault {
-		prefault(ck)
+		w.prefault()
 	}
 	m.ck = ck
 	m.closeBackend = o.CloseBackend
@@ -76,18 +78,24 @@ func closeBackend(b kernels.Backend) {
 	}
 }
 
-// prefault touches one byte per page of every tensor; the sum defeats dead
-// code elimination.
-func prefault(ck *Checkpoint) byte {
+// prefault touches one byte per page of every host-memory weight; the sum
+// defeats dead code elimination.
+func (w *Weights) prefault() byte {
 	var sum byte
-	for _, name := range ck.Names() {
-		b, err := ck.Bytes(name)
-		if err != nil {
-			continue
+	w.each(func(t *Tensor) {
+		switch hb := t.Buf.(type) {
+		case *kernels.HostBuffer:
+			if f := hb.F32(); len(f) > 0 {
+				for i := 0; i < len(f); i += 1024 {
+					sum += byte(math.Float32bits(f[i]))
+				}
+			}
+			if b := hb.BF16(); len(b) > 0 {
+				for i := 0; i < len(b); i += 2048 {
+					sum += byte(b[i])
+				}
+			}
 		}
-		for i := 0; i < len(b); i += 4096 {
-			sum += b[i]
-		}
-	}
+	})
 	return sum
 }

@@ -212,7 +212,7 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 		return nil, status.Errorf(codes.InvalidArgument, "worker: kv_blocks (%d) and kv_block_size (%d) must be positive", blocks, bs)
 	}
 	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts}
-	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs, CloseBackend: true})
+	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs, CloseBackend: true, Prefault: true})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
