@@ -29,7 +29,7 @@ fi
 if [ -x scripts/install-cuda-headers.sh ]; then
   step "CUDA build (compile and vet only: no GPU here)"
   eval "$(scripts/install-cuda-headers.sh)"
-  go vet -tags cuda ./kernels/cuda/
+  go vet -tags cuda ./...
   go test -tags cuda -c -o /dev/null ./kernels/cuda/
   go build -tags cuda -o /dev/null ./cmd/moemesh
 fi
