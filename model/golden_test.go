@@ -194,3 +194,67 @@ func TestGoldenTokenByToken(t *testing.T) {
 func fxPos(fx string, prompt, pos int) string {
 	return fmt.Sprintf("%s/prompt%d/pos%d", fx, prompt, pos)
 }
+
+// TestGoldenMixedStep runs prefill and decode in the same steps: prompt 0
+// is prefilled alone, then each step decodes its next token while prompt
+// 1 is prefilled in chunks of 3 and prompt 2 whole, all sharing the pool.
+func TestGoldenMixedStep(t *testing.T) {
+	for _, fx := range fixtures {
+		t.Run(fx, func(t *testing.T) {
+			g := loadGolden(t, fx)
+			m := openFixture(t, fx, 64)
+			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
+			seqs := make([]*model.Seq, len(g.Prompts))
+			fed := make([]int, len(g.Prompts)) // positions already in the cache
+			all := make([][]int32, len(g.Prompts))
+			for i, p := range g.Prompts {
+				seqs[i] = &model.Seq{ID: uint64(i)}
+				all[i] = append(append([]int32{}, p.Tokens...), p.Greedy[:len(p.Greedy)-1]...)
+			}
+			chunk := []int{len(all[0]), 3, len(g.Prompts[2].Tokens)}
+			start := []int{0, 1, 2} // the step each sequence joins
+			for step := 0; ; step++ {
+				var in []model.SeqInput
+				var who []int
+				for i := range seqs {
+					if step < start[i] || fed[i] >= len(all[i]) {
+						continue
+					}
+					n := 1
+					if fed[i] < len(g.Prompts[i].Tokens) { // still prefilling
+						n = min(chunk[i], len(g.Prompts[i].Tokens)-fed[i])
+					}
+					if i == 0 && step == 0 {
+						n = len(g.Prompts[0].Tokens)
+					}
+					if err := pool.Reserve(seqs[i], fed[i]+n); err != nil {
+						t.Fatal(err)
+					}
+					in = append(in, model.SeqInput{ID: seqs[i].ID, Tokens: all[i][fed[i] : fed[i]+n], StartPos: fed[i], Blocks: seqs[i].Blocks, AllLogits: true})
+					who = append(who, i)
+				}
+				if len(in) == 0 {
+					break
+				}
+				rows, err := m.Forward(context.Background(), in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := 0
+				for j, i := range who {
+					for k := range in[j].Tokens {
+						checkLogits(t, fxPos(fx, i, fed[i]+k), rows[r], g.Prompts[i].wantRow(fed[i]+k))
+						r++
+					}
+					fed[i] += len(in[j].Tokens)
+				}
+			}
+			for i, s := range seqs {
+				if fed[i] != len(all[i]) {
+					t.Errorf("prompt %d: fed %d of %d positions", i, fed[i], len(all[i]))
+				}
+				pool.Release(s)
+			}
+		})
+	}
+}
