@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
@@ -101,7 +100,7 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 			msg.Data = append(msg.Data, hostH[i*hid:(i+1)*hid]...)
 			msg.Aux = append(msg.Aux, int32(len(ps)))
 			for _, p := range ps {
-				msg.Aux = append(msg.Aux, p.e, int32(math.Float32bits(p.w)))
+				msg.Aux = appendPair(msg.Aux, p.e, p.w)
 			}
 			send[dst] = msg
 			sentRows[dst] = append(sentRows[dst], i)
@@ -187,26 +186,9 @@ func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Pay
 	if msg.Cols != hid || len(msg.Data) != msg.Rows*hid {
 		return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: %d rows of %d floats, want rows of %d", ErrProtocol, src, msg.Rows, msg.Cols, hid)
 	}
-	rows := make([][]int32, m.Cfg.NumExperts)
-	ws := make([][]float32, m.Cfg.NumExperts)
-	a := msg.Aux
-	for r := range msg.Rows {
-		if len(a) == 0 {
-			return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: routing data ends at row %d", ErrProtocol, src, r)
-		}
-		c := int(a[0])
-		if c <= 0 || c > m.Cfg.NumExpertsPerTok || len(a) < 1+2*c {
-			return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: row %d names %d experts", ErrProtocol, src, r, c)
-		}
-		for j := range c {
-			e := int(a[1+2*j])
-			if e < 0 || e >= m.Cfg.NumExperts || !d.place.Hosts(d.self, e) {
-				return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: row %d asks for expert %d, not hosted here", ErrProtocol, src, r, e)
-			}
-			rows[e] = append(rows[e], int32(r))
-			ws[e] = append(ws[e], math.Float32frombits(uint32(a[2+2*j])))
-		}
-		a = a[1+2*c:]
+	rows, ws, err := decodeRouting(msg.Aux, msg.Rows, m.Cfg.NumExperts, m.Cfg.NumExpertsPerTok, func(e int) bool { return d.place.Hosts(d.self, e) })
+	if err != nil {
+		return collective.Payload{}, fmt.Errorf("dispatch from worker %d: %w", src, err)
 	}
 	x, err := m.Scratch("dispatch-in", msg.Rows*hid)
 	if err != nil {

@@ -447,7 +447,7 @@ func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Bu
 		cands[i], vals[i] = sampling.TopCandidates(p, local[i*width:(i+1)*width], lo, prompt, gen, w.candidateK(smp[i]))
 		aux = append(aux, int32(len(cands[i])))
 		for j, id := range cands[i] {
-			aux = append(aux, id, int32(math.Float32bits(vals[i][j])))
+			aux = appendPair(aux, id, vals[i][j])
 		}
 	}
 	group := w.layout.GroupWorkers(w.layout.Group(w.self))
@@ -461,17 +461,17 @@ func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Bu
 		return nil, err
 	}
 	for _, src := range group[1:] {
-		a := got[src].Aux
+		k := 0
 		for i := range in {
-			if len(a) == 0 || int(a[0]) < 0 || len(a) < 1+2*int(a[0]) {
-				return nil, fmt.Errorf("%w: sampling candidates from worker %d are truncated", ErrProtocol, src)
-			}
-			c := int(a[0])
-			for j := range c {
-				cands[i] = append(cands[i], a[1+2*j])
-				vals[i] = append(vals[i], math.Float32frombits(uint32(a[2+2*j])))
-			}
-			a = a[1+2*c:]
+			k = max(k, w.candidateK(smp[i]))
+		}
+		ids, vs, err := decodeCandidates(got[src].Aux, len(in), k, w.m.Cfg.VocabSize)
+		if err != nil {
+			return nil, fmt.Errorf("candidates from worker %d: %w", src, err)
+		}
+		for i := range in {
+			cands[i] = append(cands[i], ids[i]...)
+			vals[i] = append(vals[i], vs[i]...)
 		}
 	}
 	out := make([]int32, len(in))
