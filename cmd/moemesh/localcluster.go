@@ -94,6 +94,9 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 			return nil, nil, nil, fmt.Errorf("starting worker %d: %w", w, err)
 		}
 		procs, stdins = append(procs, cmd), append(stdins, in)
+		if workerStarted != nil {
+			workerStarted(w, cmd)
+		}
 		addr, err := readListenAddr(out, 30*time.Second)
 		if err != nil {
 			stop()
@@ -122,6 +125,9 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	}
 	return d, d.NewPools(bs, blocks), closeAll, nil
 }
+
+// workerStarted, when set (by tests), sees every worker process started.
+var workerStarted func(w int, cmd *exec.Cmd)
 
 // listenPrefix starts the line a worker prints once it is serving.
 const listenPrefix = "moemesh worker listening on "

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/moemesh/moemesh/coordinator"
+	"github.com/moemesh/moemesh/model"
+)
+
+// TestLocalClusterWorkerDies starts three real worker processes, runs a
+// step, kills one worker with SIGKILL and checks that the next step fails
+// with a clear error within its deadline, and that stopping the cluster
+// leaves no worker process behind.
+func TestLocalClusterWorkerDies(t *testing.T) {
+	var procs []*exec.Cmd
+	workerStarted = func(_ int, c *exec.Cmd) { procs = append(procs, c) }
+	defer func() { workerStarted = nil }()
+	dir := filepath.Join("..", "..", "model", "testdata", "tiny-a")
+	var errOut bytes.Buffer
+	st, pool, stop, err := startLocalCluster(context.Background(), IOStreams{ErrOut: &errOut}, dir,
+		&clusterFlags{Workers: 3, TP: 1, WireDType: "f32", ContextTokens: 256, Device: "cpu"})
+	if err != nil {
+		t.Fatalf("%v (stderr: %s)", err, errOut.String())
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	d := st.(*coordinator.Driver)
+	d.StepTimeout = 10 * time.Second
+	step := func(id uint64) error {
+		s := &model.Seq{ID: id}
+		if err := pool.Reserve(s, 4); err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Release(s)
+		_, err := st.Forward(context.Background(), []model.SeqInput{{ID: id, Tokens: []int32{1, 2, 3, 4}, Blocks: s.Blocks}})
+		return err
+	}
+	if err := step(0); err != nil {
+		t.Fatalf("first step: %v", err)
+	}
+	if len(procs) != 3 {
+		t.Fatalf("%d worker processes seen, want 3", len(procs))
+	}
+	if err := procs[1].Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = step(1)
+	if err == nil {
+		t.Fatal("a step with a dead worker succeeded")
+	}
+	if took := time.Since(start); took > d.StepTimeout+2*time.Second {
+		t.Errorf("the failure took %v", took)
+	}
+	t.Logf("step error: %v", err)
+	stop()
+	stopped = true
+	for i, p := range procs {
+		if p.ProcessState == nil {
+			t.Errorf("worker %d still running after stop", i)
+		}
+	}
+}
