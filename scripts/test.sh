@@ -5,8 +5,11 @@
 # (compile only), and short fuzz runs. .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GOFLAGS=${GOFLAGS:--mod=mod}
-export MOEMESH_CACHE=${MOEMESH_CACHE:-$(mktemp -d)}
+# Tests that need the demo model make their own; this keeps any other run
+# from writing into the user's cache.
+MOEMESH_CACHE=$(mktemp -d)
+export MOEMESH_CACHE
+trap 'rm -rf "$MOEMESH_CACHE"' EXIT
 
 step() { printf '\n=== %s\n' "$*"; }
 
