@@ -391,14 +391,21 @@ func (m *Model) LocalLogits(x kernels.Buffer, rows []int32) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.Gather(sel, x, rows, hid)
+	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
+	flat := make([]float32, n*width)
+	if hw, ok := b.(kernels.HostWrapper); ok && len(flat) > 0 {
+		// Host memory: the lm_head writes the returned slice directly, so
+		// the logits (10 MB at batch 16) are not copied once more, and
+		// the threads that compute them also fault in the fresh pages.
+		b.MatMul(hw.WrapF32(flat), sel, m.W.LMHead.Buf, n, width, hid)
+		return flat, nil
+	}
 	lg, err := m.buf("logits", n*width)
 	if err != nil {
 		return nil, err
 	}
-	b.Gather(sel, x, rows, hid)
-	b.RMSNorm(sel, sel, m.W.Norm.Buf, n, hid, float32(c.RMSNormEps))
 	b.MatMul(lg, sel, m.W.LMHead.Buf, n, width, hid)
-	flat := make([]float32, n*width)
 	if err := b.ReadF32(lg, 0, flat); err != nil {
 		return nil, err
 	}
