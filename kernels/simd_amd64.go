@@ -329,6 +329,28 @@ func gemvBF16(out, x []float32, w []uint16, k int) {
 	}
 	_ = x[k-1]
 	_ = w[len(out)*k-1]
-	gemvBF16AVX512(&out[0], &x[0], &w[0], k, rows, 8*k+gemvPrefetch)
+	pd := 8*k + gemvPrefetch
+	r := 0
+	if rows*k >= gemv2MinElems {
+		// Two streams of half the rows each; a last group of four, when
+		// the groups are odd, runs alone.
+		if h := rows / 8 * 4; gemvStreams == 2 && h > 0 {
+			gemv2BF16AVX512(&out[0], &x[0], &w[0], k, h, pd)
+			r = 2 * h
+		}
+	}
+	if r < rows {
+		gemvBF16AVX512(&out[r], &x[0], &w[r*k], k, rows-r, pd)
+	}
 	gemvBF16Go(out[rows:], x, w[rows*k:], k)
 }
+
+// gemvStreams is how many weight streams gemvBF16 reads at once (1 or 2).
+var gemvStreams = 2
+
+// gemv2MinElems is the smallest range (in weights) read as two streams.
+var gemv2MinElems = 1 << 19
+
+// gemv2BF16AVX512 is gemvBF16AVX512 over 2·rows rows read as two streams,
+// rows [0, rows) and [rows, 2·rows), four of each at a time.
+func gemv2BF16AVX512(out, x *float32, w *uint16, k, rows, pd int)

@@ -768,3 +768,128 @@ gemvbf16_loop:
 gemvbf16_end:
 	VZEROUPPER
 	RET
+
+// func gemv2BF16AVX512(out, x *float32, w *uint16, k, rows, pd int)
+//
+// gemvBF16AVX512 over 2·rows rows taken as two streams read side by side:
+// rows [0, rows) and [rows, 2·rows), four of each at a time, the same
+// arithmetic per row. Two streams keep more cache-line fills in flight
+// than one. Both are prefetched pd bytes ahead, never past the last line
+// of the 2·rows rows.
+TEXT ·gemv2BF16AVX512(SB), NOSPLIT, $8-48
+	MOVQ out+0(FP), DX
+	MOVQ x+8(FP), R13
+	MOVQ w+16(FP), DI
+	MOVQ k+24(FP), R8
+	SHLQ $1, R8            // row bytes
+	LEAQ (R8)(R8*2), R9
+	MOVQ rows+32(FP), BX
+	MOVQ BX, AX
+	SHLQ $2, AX
+	ADDQ DX, AX
+	MOVQ AX, outb-8(SP)    // the second stream's outputs
+	MOVQ BX, AX
+	IMULQ R8, AX
+	ADDQ DI, AX            // the second stream's rows
+	LEAQ (AX)(AX*1), R11
+	SUBQ DI, R11
+	SUBQ $64, R11          // the last line of the rows
+	MOVQ DI, R12
+	MOVQ pd+40(FP), R10
+	ADDQ DI, R10
+	CMPQ R10, R11
+	JLS  gemv2_primea
+	MOVQ R11, R10
+
+gemv2_primea:
+	PREFETCHT1 (R12)
+	ADDQ       $64, R12
+	CMPQ       R12, R10
+	JLS        gemv2_primea
+	MOVQ       AX, R12
+	MOVQ       pd+40(FP), R10
+	ADDQ       AX, R10
+	CMPQ       R10, R11
+	JLS        gemv2_primeb
+	MOVQ       R11, R10
+
+gemv2_primeb:
+	PREFETCHT1 (R12)
+	ADDQ       $64, R12
+	CMPQ       R12, R10
+	JLS        gemv2_primeb
+	MOVQ       DI, R12
+	ADDQ       pd+40(FP), R12 // prefetch pointer of the first stream
+	TESTQ      BX, BX
+	JZ         gemv2_end
+
+gemv2_group:
+	MOVQ   R13, SI
+	MOVQ   k+24(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+
+gemv2_loop:
+	MOVQ        R12, R10
+	CMPQ        R10, R11
+	CMOVQHI     R11, R10
+	PREFETCHT1  (R10)
+	PREFETCHT1  64(R10)
+	MOVQ        R12, R10
+	ADDQ        AX, R10
+	SUBQ        DI, R10       // the second stream's prefetch pointer
+	CMPQ        R10, R11
+	CMOVQHI     R11, R10
+	PREFETCHT1  (R10)
+	PREFETCHT1  64(R10)
+	ADDQ        $128, R12
+	VMOVUPS     (SI), Z4
+	WIDEN16((DI), Z5)
+	WIDEN16((DI)(R8*1), Z6)
+	WIDEN16((DI)(R8*2), Z7)
+	WIDEN16((DI)(R9*1), Z9)
+	VFMADD231PS Z5, Z4, Z0
+	VFMADD231PS Z6, Z4, Z1
+	VFMADD231PS Z7, Z4, Z2
+	VFMADD231PS Z9, Z4, Z3
+	WIDEN16((AX), Z5)
+	WIDEN16((AX)(R8*1), Z6)
+	WIDEN16((AX)(R8*2), Z7)
+	WIDEN16((AX)(R9*1), Z9)
+	VFMADD231PS Z5, Z4, Z10
+	VFMADD231PS Z6, Z4, Z11
+	VFMADD231PS Z7, Z4, Z12
+	VFMADD231PS Z9, Z4, Z13
+	ADDQ        $64, SI
+	ADDQ        $32, DI
+	ADDQ        $32, AX
+	SUBQ        $16, CX
+	JNZ         gemv2_loop
+
+	ADDQ R9, DI // DI and AX were at the end of their group's first row
+	ADDQ R9, AX
+	RED16(Z0, Y0, Y0, X0)
+	RED16(Z1, Y1, Y1, X1)
+	RED16(Z2, Y2, Y2, X2)
+	RED16(Z3, Y3, Y3, X3)
+	HSUM4((DX))
+	ADDQ $16, DX
+	RED16(Z10, Y10, Y0, X0)
+	RED16(Z11, Y11, Y1, X1)
+	RED16(Z12, Y12, Y2, X2)
+	RED16(Z13, Y13, Y3, X3)
+	MOVQ outb-8(SP), R10
+	HSUM4((R10))
+	ADDQ $16, outb-8(SP)
+	SUBQ $4, BX
+	JNZ  gemv2_group
+
+gemv2_end:
+	VZEROUPPER
+	RET

@@ -94,5 +94,10 @@ func expSum(dst, src []float32, s, m float32) float64 { return expSumGo(dst, src
 //	}
 func gemvBF16(out, x []float32, w []uint16, k int) { gemvBF16Go(out, x, w, k) }
 
-// gemvPrefetch is unused by the pure-Go kernels.
-var gemvPrefetch = 8 << 10
+// gemvPrefetch, gemvStreams and gemv2MinElems are unused by the pure-Go
+// kernels.
+var (
+	gemvPrefetch  = 8 << 10
+	gemvStreams   = 1
+	gemv2MinElems = 0
+)

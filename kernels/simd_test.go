@@ -141,15 +141,16 @@ func TestExpSum(t *testing.T) {
 }
 
 // TestGEMV checks that gemvBF16 gives, bit for bit, the dot products of
-// dotBF16 for every row, on row counts around the four-row groups, with
-// every prefetch distance down to none, on every instruction set.
+// dotBF16 for every row, on row counts around the four-row groups and
+// the two-stream split, with every prefetch distance down to none, one
+// and two streams at any size, on every instruction set.
 func TestGEMV(t *testing.T) {
 	for _, f := range []string{"", "avx2", "generic"} {
 		restore := setFeatures(f)
 		t.Run(Features(), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(9, 10))
 			for _, k := range []int{1, 15, 16, 17, 48, 256, 1030} {
-				for _, rows := range []int{1, 3, 4, 5, 8, 13, 64} {
+				for _, rows := range []int{1, 3, 4, 5, 8, 13, 16, 28, 64, 67} {
 					x := make([]float32, k)
 					for i := range x {
 						x[i] = float32(rng.NormFloat64())
@@ -158,16 +159,16 @@ func TestGEMV(t *testing.T) {
 					for i := range w {
 						w[i] = uint16(math.Float32bits(float32(rng.NormFloat64())) >> 16)
 					}
-					for _, pd := range []int{0, 64, 8 << 10} {
-						old := gemvPrefetch
-						gemvPrefetch = pd
+					for _, c := range []struct{ pd, streams int }{{0, 1}, {64, 1}, {8 << 10, 1}, {0, 2}, {64, 2}, {8 << 10, 2}, {1 << 20, 2}} {
+						oldPD, oldS, oldMin := gemvPrefetch, gemvStreams, gemv2MinElems
+						gemvPrefetch, gemvStreams, gemv2MinElems = c.pd, c.streams, 0
 						out := make([]float32, rows+1)
 						out[rows] = 42
 						gemvBF16(out[:rows], x, w[:rows*k], k)
-						gemvPrefetch = old
+						gemvPrefetch, gemvStreams, gemv2MinElems = oldPD, oldS, oldMin
 						for r := range rows {
 							if want := dotBF16(x, w[r*k:(r+1)*k]); out[r] != want {
-								t.Fatalf("k=%d rows=%d pd=%d row %d: %g, want %g", k, rows, pd, r, out[r], want)
+								t.Fatalf("k=%d rows=%d pd=%d streams=%d row %d: %g, want %g", k, rows, c.pd, c.streams, r, out[r], want)
 							}
 						}
 						if out[rows] != 42 {
