@@ -57,7 +57,7 @@ func newBenchCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench --model DIR [--batch 1,16]",
 		Short: "Measure prefill and decode tokens/s, and decode against the memory-bandwidth bound",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Complete(); err != nil {
 				return err

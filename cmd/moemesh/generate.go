@@ -73,7 +73,7 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "generate --prompt TEXT [--model DIR]",
 		Short: "Generate a chat reply, streamed to stdout (the tiny demo model when --model is absent)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.changed = func(f string) bool { return cmd.Flags().Changed(f) }
 			o.Complete()

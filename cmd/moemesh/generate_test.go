@@ -70,6 +70,10 @@ func TestLogitsBadInput(t *testing.T) {
 		{"bad token", []string{"logits", "--model", dir, "--tokens", "1,x"}, ExitUsage},
 		{"token out of range", []string{"logits", "--model", dir, "--tokens", "1,99999"}, ExitFailure},
 		{"missing model", []string{"logits", "--model", t.TempDir(), "--tokens", "1"}, ExitFailure},
+		{"unknown flag", []string{"logits", "--bogus"}, ExitUsage},
+		{"stray argument", []string{"logits", "extra"}, ExitUsage},
+		{"bad workers", []string{"logits", "--model", dir, "--tokens", "1", "--workers", "3", "--tp", "2"}, ExitUsage},
+		{"bad device", []string{"logits", "--model", dir, "--tokens", "1", "--device", "tpu"}, ExitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runCLI(t, "", tc.args...)

@@ -39,7 +39,7 @@ func newGenModelCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gen-model --preset tiny|bench --out DIR",
 		Short: "Write a synthetic Qwen3-MoE checkpoint (random weights, real tokenizer)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
 				return err

@@ -49,7 +49,7 @@ func newLogitsCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logits --model DIR --tokens 1,2,3",
 		Short: `Print the logits of every position as JSON {"logits": [[...], ...]}`,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
 				return err

@@ -137,14 +137,6 @@ func (o *tokenizeOptions) parseIDs(data []byte) ([]int, error) {
 	return ids, nil
 }
 
-// noArgs rejects positional arguments as a usage error.
-func noArgs(_ *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usagef("unexpected argument %q (input is read from stdin)", args[0])
-	}
-	return nil
-}
-
 // loadTokenizer reads the tokenizer of a model directory, or returns the
 // embedded Qwen3 one when dir is empty.
 func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {

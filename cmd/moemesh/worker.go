@@ -30,7 +30,7 @@ func newWorkerCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker --listen ADDR",
 		Short: "Run a worker: it loads the shard the coordinator assigns and runs steps with its peers",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.Run(cmd.Context(), s)
 		},
