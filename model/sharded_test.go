@@ -1,0 +1,77 @@
+package model_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/moemesh/moemesh/kernels"
+	"github.com/moemesh/moemesh/model"
+)
+
+// TestShardedCheckpointGolden rewrites tiny-c (bf16) as a checkpoint of
+// three shards with model.safetensors.index.json, as large models ship,
+// and checks the golden logits through model.Open.
+func TestShardedCheckpointGolden(t *testing.T) {
+	src := filepath.Join("testdata", "tiny-c")
+	dir := t.TempDir()
+	ck, err := model.OpenCheckpoint(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	shards := make([][]model.WriteTensor, 3)
+	weightMap := map[string]string{}
+	var total int64
+	for i, name := range ck.Names() {
+		info, err := ck.Info(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := ck.Bytes(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := i % 3
+		shards[s] = append(shards[s], model.WriteTensor{Name: name, DType: info.DType, Shape: info.Shape, Data: data})
+		weightMap[name] = fmt.Sprintf("model-%05d-of-00003.safetensors", s+1)
+		total += info.Size
+	}
+	for s, ts := range shards {
+		if err := model.WriteSafetensors(filepath.Join(dir, fmt.Sprintf("model-%05d-of-00003.safetensors", s+1)), ts, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := model.WriteShardedIndex(dir, weightMap, total); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(src, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := model.Open(dir, kernels.NewCPU(), model.OpenOptions{CloseBackend: true, BlockSize: 4, ContextTokens: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	g := loadGolden(t, "tiny-c")
+	p := g.Prompts[len(g.Prompts)-1]
+	pool := m.NewBlockPool()
+	s := &model.Seq{}
+	if err := pool.Reserve(s, len(p.Tokens)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: p.Tokens, Blocks: s.Blocks, AllLogits: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pos := range p.Tokens {
+		checkLogits(t, fxPos("tiny-c-sharded", 2, pos), rows[pos], p.wantRow(pos))
+	}
+}
