@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"testing"
@@ -37,6 +38,7 @@ type cluster struct {
 	driver  *coordinator.Driver
 	pool    model.Allocator
 	place   *sharding.Placement
+	layers  []*sharding.Placement // per-layer placements, when used
 	layout  sharding.Layout
 }
 
@@ -45,6 +47,7 @@ type clusterConfig struct {
 	wire                  pb.DType
 	mesh                  func(self int, ex worker.Exchange) worker.Exchange // optional fault injection
 	stepTimeout           time.Duration
+	perLayerLoad          bool // a load-aware placement of its own for every layer
 }
 
 const (
@@ -68,7 +71,23 @@ func newCluster(t *testing.T, dir string, cc clusterConfig) *cluster {
 		t.Fatal(err)
 	}
 	pl.Epoch = 1
-	c := &cluster{place: pl, layout: layout}
+	var layers []*sharding.Placement
+	if cc.perLayerLoad {
+		rng := rand.New(rand.NewPCG(uint64(cc.workers), 7))
+		for range cfg.NumHiddenLayers {
+			load := make([]float64, cfg.NumExperts)
+			for e := range load {
+				load[e] = rng.ExpFloat64() // uneven, as trained routers are
+			}
+			lp, err := sharding.PlaceExperts(cfg.NumExperts, cc.workers, cc.replicas, 0, load)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lp.Epoch = 1
+			layers = append(layers, lp)
+		}
+	}
+	c := &cluster{place: pl, layout: layout, layers: layers}
 	addrs := make([]string, cc.workers)
 	for w := range cc.workers {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -98,7 +117,7 @@ func newCluster(t *testing.T, dir string, cc clusterConfig) *cluster {
 		wire = pb.DType_DTYPE_F32
 	}
 	if _, err := d.Load(context.Background(), coordinator.LoadSpec{
-		ModelDir: dir, Layout: layout, Placement: pl, Layers: cfg.NumHiddenLayers, Vocab: cfg.VocabSize,
+		ModelDir: dir, Layout: layout, Placement: pl, LayerPlacements: layers, Layers: cfg.NumHiddenLayers, Vocab: cfg.VocabSize,
 		PeerAddrs: addrs, WireDType: wire, KVBlocks: kvBlocks, BlockSize: blockSize, MeshEpoch: 1,
 		Timeout: 30 * time.Second,
 	}); err != nil {
@@ -290,6 +309,33 @@ func TestDistributedSampledGeneration(t *testing.T) {
 			if fmt.Sprint(got[i]) != fmt.Sprint(want[i]) {
 				t.Errorf("round %d, sequence %d:\n got %v\nwant %v", round, i, got[i], want[i])
 			}
+		}
+	}
+}
+
+// TestPerLayerPlacement gives every layer its own load-aware placement with
+// replicas (hot experts copied, different per layer); the logits must
+// still equal one process's.
+func TestPerLayerPlacement(t *testing.T) {
+	checkLeaks(t)
+	for _, dir := range testModels(t)[1:] {
+		local := openLocal(t, dir)
+		want, err := local.Forward(context.Background(), batch(t, local.NewBlockPool(), local.Cfg.VocabSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, lt := range []struct{ n, tp int }{{3, 1}, {4, 2}} {
+			t.Run(fmt.Sprintf("%s/N%d_T%d", filepath.Base(dir), lt.n, lt.tp), func(t *testing.T) {
+				c := newCluster(t, dir, clusterConfig{workers: lt.n, tp: lt.tp, replicas: 4, perLayerLoad: true})
+				if fmt.Sprint(c.layers[0].Slots) == fmt.Sprint(c.layers[1].Slots) {
+					t.Fatal("layers 0 and 1 got the same placement; the test would prove nothing")
+				}
+				got, err := c.driver.Forward(context.Background(), batch(t, c.pool, local.Cfg.VocabSize))
+				if err != nil {
+					t.Fatal(err)
+				}
+				compareRows(t, got, want, 1e-5)
+			})
 		}
 	}
 }

@@ -75,15 +75,18 @@ func (d *Driver) Close() error {
 type LoadSpec struct {
 	ModelDir  string
 	Layout    sharding.Layout
-	Placement *sharding.Placement // the same placement for every MoE layer
-	Layers    int
-	Vocab     int
-	PeerAddrs []string
-	WireDType pb.DType
-	KVBlocks  int
-	BlockSize int
-	Timeout   time.Duration // default 5 minutes
-	MeshEpoch uint64
+	Placement *sharding.Placement // the placement of every layer
+	// LayerPlacements, when set, gives each layer its own placement
+	// (len Layers, one epoch); Placement is then ignored.
+	LayerPlacements []*sharding.Placement
+	Layers          int
+	Vocab           int
+	PeerAddrs       []string
+	WireDType       pb.DType
+	KVBlocks        int
+	BlockSize       int
+	Timeout         time.Duration // default 5 minutes
+	MeshEpoch       uint64
 }
 
 // Load asks every worker to load its shard and connect to its peers, and
@@ -95,8 +98,19 @@ func (d *Driver) Load(ctx context.Context, s LoadSpec) ([]*pb.LoadShardResponse,
 	if s.Timeout <= 0 {
 		s.Timeout = 5 * time.Minute
 	}
-	d.layout, d.vocab, d.epoch = s.Layout, s.Vocab, s.Placement.Epoch
-	pl := PlacementProto(s.Placement, s.Layers)
+	var pl *pb.Placement
+	if s.LayerPlacements != nil {
+		if len(s.LayerPlacements) != s.Layers {
+			return nil, fmt.Errorf("coordinator: %d layer placements for %d layers", len(s.LayerPlacements), s.Layers)
+		}
+		pl = &pb.Placement{Epoch: s.LayerPlacements[0].Epoch}
+		for l, p := range s.LayerPlacements {
+			pl.Layers = append(pl.Layers, layerProto(p, l))
+		}
+	} else {
+		pl = PlacementProto(s.Placement, s.Layers)
+	}
+	d.layout, d.vocab, d.epoch = s.Layout, s.Vocab, pl.Epoch
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	out := make([]*pb.LoadShardResponse, len(d.clients))
@@ -117,17 +131,21 @@ func (d *Driver) Load(ctx context.Context, s LoadSpec) ([]*pb.LoadShardResponse,
 func PlacementProto(p *sharding.Placement, layers int) *pb.Placement {
 	out := &pb.Placement{Epoch: p.Epoch}
 	for l := range layers {
-		lp := &pb.LayerPlacement{Layer: uint32(l)}
-		for _, slots := range p.Slots {
-			we := &pb.WorkerExperts{}
-			for _, e := range slots {
-				we.Experts = append(we.Experts, uint32(e))
-			}
-			lp.Workers = append(lp.Workers, we)
-		}
-		out.Layers = append(out.Layers, lp)
+		out.Layers = append(out.Layers, layerProto(p, l))
 	}
 	return out
+}
+
+func layerProto(p *sharding.Placement, layer int) *pb.LayerPlacement {
+	lp := &pb.LayerPlacement{Layer: uint32(layer)}
+	for _, slots := range p.Slots {
+		we := &pb.WorkerExperts{}
+		for _, e := range slots {
+			we.Experts = append(we.Experts, uint32(e))
+		}
+		lp.Workers = append(lp.Workers, we)
+	}
+	return lp
 }
 
 // all runs f for every worker concurrently; the first error cancels the

@@ -37,7 +37,7 @@ type meshMoE struct {
 	ex     Exchange
 	self   int
 	layout sharding.Layout
-	place  *sharding.Placement
+	place  []*sharding.Placement // per layer
 	step   uint64
 	all    []int // every worker: the all-to-all spans all groups
 }
@@ -79,7 +79,7 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 		var order []int
 		for j := range r.K {
 			e := r.Experts[i*r.K+j]
-			dst := d.place.Route(d.self, int(e), TokenKey(d.self, i))
+			dst := d.place[l].Route(d.self, int(e), TokenKey(d.self, i))
 			if _, ok := byDst[dst]; !ok {
 				order = append(order, dst)
 			}
@@ -186,7 +186,7 @@ func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Pay
 	if msg.Cols != hid || len(msg.Data) != msg.Rows*hid {
 		return collective.Payload{}, fmt.Errorf("%w: dispatch from worker %d: %d rows of %d floats, want rows of %d", ErrProtocol, src, msg.Rows, msg.Cols, hid)
 	}
-	rows, ws, err := decodeRouting(msg.Aux, msg.Rows, m.Cfg.NumExperts, m.Cfg.NumExpertsPerTok, func(e int) bool { return d.place.Hosts(d.self, e) })
+	rows, ws, err := decodeRouting(msg.Aux, msg.Rows, m.Cfg.NumExperts, m.Cfg.NumExpertsPerTok, func(e int) bool { return d.place[l].Hosts(d.self, e) })
 	if err != nil {
 		return collective.Payload{}, fmt.Errorf("dispatch from worker %d: %w", src, err)
 	}

@@ -57,7 +57,7 @@ type Worker struct {
 	closeMesh func() error
 	self      int
 	layout    sharding.Layout
-	place     *sharding.Placement
+	place     []*sharding.Placement // per layer
 	step      uint64
 	resident  int64
 	mesh      *collective.Mesh // traffic counters, when the exchange is a mesh
@@ -127,46 +127,57 @@ func samplingParams(p *pb.Sampling) (sampling.Params, error) {
 	return sp, sp.Validate()
 }
 
-// placementFromProto checks and converts the request's placement. Every
-// layer must carry the same placement (per-layer placements are a later step).
-func placementFromProto(p *pb.Placement, workers, experts, layers int) (*sharding.Placement, error) {
+// placementFromProto checks and converts the request's placement into one
+// placement per layer: the request lists either one layer placement, used
+// by every layer, or one for each layer (each layer index once).
+func placementFromProto(p *pb.Placement, workers, experts, layers int) ([]*sharding.Placement, error) {
 	if p == nil || len(p.Layers) == 0 {
 		return nil, fmt.Errorf("%w: no placement", ErrBadRequest)
 	}
-	first := p.Layers[0]
-	if len(first.Workers) != workers {
-		return nil, fmt.Errorf("%w: placement lists %d workers, layout has %d", ErrBadRequest, len(first.Workers), workers)
-	}
-	slots := make([][]int, workers)
-	for w, we := range first.Workers {
-		for _, e := range we.Experts {
-			slots[w] = append(slots[w], int(e))
+	out := make([]*sharding.Placement, layers)
+	if len(p.Layers) == 1 {
+		pl, err := layerPlacement(p.Layers[0], p.Epoch, workers, experts)
+		if err != nil {
+			return nil, err
 		}
+		for l := range out {
+			out[l] = pl
+		}
+		return out, nil
 	}
-	pl := &sharding.Placement{Epoch: p.Epoch, Workers: workers, Experts: experts, Slots: slots}
-	pl.Owners = make([][]int, experts)
-	for w, s := range slots {
-		for _, e := range s {
-			if e < 0 || e >= experts {
+	if len(p.Layers) != layers {
+		return nil, fmt.Errorf("%w: placement for %d layers, the model has %d (send one for all, or one per layer)", ErrBadRequest, len(p.Layers), layers)
+	}
+	for _, lp := range p.Layers {
+		l := int(lp.Layer)
+		if l >= layers || out[l] != nil {
+			return nil, fmt.Errorf("%w: placement layer %d is out of range or listed twice", ErrBadRequest, lp.Layer)
+		}
+		pl, err := layerPlacement(lp, p.Epoch, workers, experts)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		out[l] = pl
+	}
+	return out, nil
+}
+
+func layerPlacement(lp *pb.LayerPlacement, epoch uint64, workers, experts int) (*sharding.Placement, error) {
+	if len(lp.Workers) != workers {
+		return nil, fmt.Errorf("%w: placement lists %d workers, layout has %d", ErrBadRequest, len(lp.Workers), workers)
+	}
+	pl := &sharding.Placement{Epoch: epoch, Workers: workers, Experts: experts, Slots: make([][]int, workers), Owners: make([][]int, experts)}
+	for w, we := range lp.Workers {
+		for _, e := range we.Experts {
+			if int(e) >= experts {
 				return nil, fmt.Errorf("%w: placement names expert %d, the model has %d", ErrBadRequest, e, experts)
 			}
+			pl.Slots[w] = append(pl.Slots[w], int(e))
 			pl.Owners[e] = append(pl.Owners[e], w)
 		}
 	}
 	if err := pl.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
-	for _, lp := range p.Layers[1:] {
-		for w, we := range lp.Workers {
-			if w >= workers || len(we.Experts) != len(slots[w]) {
-				return nil, fmt.Errorf("%w: layer %d placement differs from layer 0; per-layer placements are not supported yet", ErrBadRequest, lp.Layer)
-			}
-			for i, e := range we.Experts {
-				if int(e) != slots[w][i] {
-					return nil, fmt.Errorf("%w: layer %d placement differs from layer 0; per-layer placements are not supported yet", ErrBadRequest, lp.Layer)
-				}
-			}
-		}
 	}
 	return pl, nil
 }
@@ -200,8 +211,10 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	experts := make([][]int, cfg.NumHiddenLayers)
+	slots := 0
 	for l := range experts {
-		experts[l] = pl.Slots[self]
+		experts[l] = pl[l].Slots[self]
+		slots += len(experts[l])
 	}
 	b, err := w.cfg.Backend()
 	if err != nil {
@@ -236,12 +249,12 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	w.resident = m.W.ResidentBytes()
 	w.state = pb.WorkerState_WORKER_STATE_SERVING
 	w.cfg.Log.Info("shard loaded", "worker", self, "group", layout.Group(self), "rank", layout.Rank(self),
-		"experts", len(pl.Slots[self]), "resident_bytes", w.resident, "took", time.Since(start))
+		"expert_slots", slots, "resident_bytes", w.resident, "took", time.Since(start))
 	return &pb.LoadShardResponse{
 		ResidentWeightBytes: uint64(w.resident), KvBlocks: uint32(blocks),
 		KvCacheBytes:   uint64(2 * cfg.NumHiddenLayers * blocks * bs * m.KV.Width * 4),
-		ExpertsLoaded:  uint32(len(pl.Slots[self]) * cfg.NumHiddenLayers),
-		PlacementEpoch: pl.Epoch, LoadMs: time.Since(start).Milliseconds(),
+		ExpertsLoaded:  uint32(slots),
+		PlacementEpoch: pl[0].Epoch, LoadMs: time.Since(start).Milliseconds(),
 	}, nil
 }
 
@@ -255,8 +268,8 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 	if req.Step <= w.step {
 		return nil, status.Errorf(codes.InvalidArgument, "worker: step %d is not after the last step %d", req.Step, w.step)
 	}
-	if req.PlacementEpoch != w.place.Epoch {
-		return nil, status.Errorf(codes.FailedPrecondition, "worker: placement epoch %d not loaded (have %d)", req.PlacementEpoch, w.place.Epoch)
+	if req.PlacementEpoch != w.place[0].Epoch {
+		return nil, status.Errorf(codes.FailedPrecondition, "worker: placement epoch %d not loaded (have %d)", req.PlacementEpoch, w.place[0].Epoch)
 	}
 	if req.DeadlineUnixMs > 0 {
 		var cancel context.CancelFunc

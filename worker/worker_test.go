@@ -60,39 +60,47 @@ func TestSeqSamplerHistory(t *testing.T) {
 }
 
 func TestPlacementFromProto(t *testing.T) {
-	layer := func(ws ...[]uint32) *pb.LayerPlacement {
-		lp := &pb.LayerPlacement{}
+	layer := func(l uint32, ws ...[]uint32) *pb.LayerPlacement {
+		lp := &pb.LayerPlacement{Layer: l}
 		for _, w := range ws {
 			lp.Workers = append(lp.Workers, &pb.WorkerExperts{Experts: w})
 		}
 		return lp
 	}
-	good := layer([]uint32{0, 2}, []uint32{1, 3})
+	a := func(l uint32) *pb.LayerPlacement { return layer(l, []uint32{0, 2}, []uint32{1, 3}) }
+	b := func(l uint32) *pb.LayerPlacement { return layer(l, []uint32{0, 1}, []uint32{2, 3}) }
+	ownersA := [][]int{{0}, {1}, {0}, {1}}
+	ownersB := [][]int{{0}, {0}, {1}, {1}}
 	for _, tc := range []struct {
-		name string
-		p    *pb.Placement
-		ok   bool
+		name   string
+		p      *pb.Placement
+		owners [][][]int // per layer; nil: an error is expected
 	}{
-		{"valid", &pb.Placement{Epoch: 1, Layers: []*pb.LayerPlacement{good, good}}, true},
-		{"missing", nil, false},
-		{"wrong worker count", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0, 1, 2, 3})}}, false},
-		{"expert out of range", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0, 9}, []uint32{1, 2, 3})}}, false},
-		{"expert unplaced", &pb.Placement{Layers: []*pb.LayerPlacement{layer([]uint32{0}, []uint32{1, 3})}}, false},
-		{"layers differ", &pb.Placement{Layers: []*pb.LayerPlacement{good, layer([]uint32{0, 1}, []uint32{2, 3})}}, false},
+		{"one for all layers", &pb.Placement{Epoch: 1, Layers: []*pb.LayerPlacement{a(0)}}, [][][]int{ownersA, ownersA}},
+		{"one per layer", &pb.Placement{Epoch: 1, Layers: []*pb.LayerPlacement{b(1), a(0)}}, [][][]int{ownersA, ownersB}},
+		{"missing", nil, nil},
+		{"wrong layer count", &pb.Placement{Layers: []*pb.LayerPlacement{a(0), a(1), a(2)}}, nil},
+		{"layer twice", &pb.Placement{Layers: []*pb.LayerPlacement{a(0), a(0)}}, nil},
+		{"layer out of range", &pb.Placement{Layers: []*pb.LayerPlacement{a(0), a(5)}}, nil},
+		{"wrong worker count", &pb.Placement{Layers: []*pb.LayerPlacement{layer(0, []uint32{0, 1, 2, 3})}}, nil},
+		{"expert out of range", &pb.Placement{Layers: []*pb.LayerPlacement{layer(0, []uint32{0, 9}, []uint32{1, 2, 3})}}, nil},
+		{"expert unplaced", &pb.Placement{Layers: []*pb.LayerPlacement{layer(0, []uint32{0}, []uint32{1, 3})}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pl, err := placementFromProto(tc.p, 2, 4, 2)
-			if tc.ok {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if diff := cmp.Diff([][]int{{0}, {1}, {0}, {1}}, pl.Owners); diff != "" {
-					t.Errorf("owners (-want +got)\n%s", diff)
+			pls, err := placementFromProto(tc.p, 2, 4, 2)
+			if tc.owners == nil {
+				if !errors.Is(err, ErrBadRequest) {
+					t.Errorf("err = %v, want ErrBadRequest", err)
 				}
 				return
 			}
-			if !errors.Is(err, ErrBadRequest) {
-				t.Errorf("err = %v, want ErrBadRequest", err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for l, want := range tc.owners {
+				if diff := cmp.Diff(want, pls[l].Owners); diff != "" {
+					t.Errorf("layer %d owners (-want +got)\n%s", l, diff)
+				}
 			}
 		})
 	}
