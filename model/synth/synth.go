@@ -3,14 +3,14 @@
 // generation_config.json) with random weights, for tests, demos and
 // benchmarks where real weights cannot be downloaded.
 //
-// Weights are drawn from a seeded PCG generator so a (preset, seed, dtype)
-// triple always yields the same bytes. Scales follow the fixtures' recipe:
+// Weights are drawn from seeded PCG generators, one stream per tensor
+// (seeded by the seed and the tensor's index), so a (preset, seed, dtype)
+// triple always yields the same bytes however many cores generate them. Scales follow the fixtures' recipe:
 // embeddings N(0,1), linear layers N(0,1/fan_in), router N(0,(2/√hidden)²),
 // lm_head N(0,(1.5/√hidden)²), norm weights 1+N(0,0.1²).
 package synth
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,6 +19,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/tokenizer"
@@ -109,14 +111,15 @@ func Generate(dir string, o Options) error {
 	for _, s := range specs {
 		total += s.n() * int64(size)
 	}
+	g := newGenerator(specs, o.Seed, size)
+	defer g.stop()
 	var done int64
-	rng := rand.New(rand.NewPCG(o.Seed, 0x6d6f656d657368)) // one stream, tensors in file order
 	tensors := make([]model.WriteTensor, len(specs))
-	for i, s := range specs {
-		s := s
-		tensors[i] = model.WriteTensor{Name: s.name, DType: dt, Shape: s.shape, Fill: func(w io.Writer) error {
-			err := fill(w, rng, s, size)
-			done += s.n() * int64(size)
+	for i, sp := range specs {
+		tensors[i] = model.WriteTensor{Name: sp.name, DType: dt, Shape: sp.shape, Fill: func(w io.Writer) error {
+			data := g.take(i)
+			_, err := w.Write(data)
+			done += int64(len(data))
 			if o.Progress != nil {
 				o.Progress(done, total)
 			}
@@ -208,22 +211,74 @@ func tensorSpecs(c *model.Config) []spec {
 	return s
 }
 
-func fill(w io.Writer, rng *rand.Rand, s spec, size int) error {
-	bw := bufio.NewWriterSize(w, 1<<20)
-	var b [4]byte
-	for range s.n() {
+// generator makes the tensors' bytes on every core, a little ahead of the
+// writer: take(i) returns tensor i, computing it on the spot when no worker
+// has, and starts the next tensors in the background. At most cap(sem)
+// tensors are computed or held ahead of the writer. Each tensor has its
+// own random stream, so the bytes do not depend on who computes them.
+type generator struct {
+	specs   []spec
+	seed    uint64
+	size    int
+	once    []sync.Once
+	data    [][]byte
+	started []bool        // computed ahead, holding a slot of sem until taken
+	sem     chan struct{} // slots for tensors ahead of the writer
+	wg      sync.WaitGroup
+	next    int // next tensor to start ahead
+}
+
+func newGenerator(specs []spec, seed uint64, size int) *generator {
+	return &generator{specs: specs, seed: seed, size: size, once: make([]sync.Once, len(specs)),
+		data: make([][]byte, len(specs)), started: make([]bool, len(specs)),
+		sem: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+}
+
+func (g *generator) compute(i int) {
+	g.once[i].Do(func() { g.data[i] = fill(g.specs[i], g.seed, i, g.size) })
+}
+
+// take returns tensor i's bytes and drops the generator's reference to
+// them. Only the writer calls it, from one goroutine.
+func (g *generator) take(i int) []byte {
+	g.compute(i) // waits for a worker that started it
+	d := g.data[i]
+	g.data[i] = nil
+	if g.started[i] {
+		<-g.sem
+	}
+	g.next = max(g.next, i+1)
+ahead:
+	for ; g.next < len(g.specs); g.next++ {
+		select {
+		case g.sem <- struct{}{}:
+		default:
+			break ahead
+		}
+		j := g.next
+		g.started[j] = true
+		g.wg.Go(func() { g.compute(j) })
+	}
+	return d
+}
+
+// stop waits for the workers still running.
+func (g *generator) stop() { g.wg.Wait() }
+
+// fill draws tensor index's values from its own PCG stream.
+func fill(s spec, seed uint64, index, size int) []byte {
+	rng := rand.New(rand.NewPCG(seed, 0x6d6f656d657368+uint64(index)))
+	out := make([]byte, int(s.n())*size)
+	for i := range int(s.n()) {
 		v := float32(rng.NormFloat64() * s.std)
 		if s.norm {
 			v += 1
 		}
 		if size == 2 {
-			binary.LittleEndian.PutUint16(b[:2], model.F32ToBF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], model.F32ToBF16(v))
 		} else {
-			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
-		}
-		if _, err := bw.Write(b[:size]); err != nil {
-			return err
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 		}
 	}
-	return bw.Flush()
+	return out
 }
