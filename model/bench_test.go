@@ -13,7 +13,8 @@ import (
 )
 
 // benchModelDir returns the bench-preset checkpoint: $MOEMESH_BENCH_MODEL,
-// or one generated once under the user cache directory (3.2 GB, minutes).
+// or one generated once under the user cache directory (3.2 GB, about 15 s
+// on two cores).
 func benchModelDir(b *testing.B) string {
 	if dir := os.Getenv("MOEMESH_BENCH_MODEL"); dir != "" {
 		return dir
