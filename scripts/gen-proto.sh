@@ -24,8 +24,15 @@ tools=${MOEMESH_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/moemesh/tools}
 if ! command -v protoc >/dev/null 2>&1; then
   echo "gen-proto: installing protobuf-compiler (protoc ${PROTOC_VERSION})" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 protobuf-compiler >/dev/null
+  # Retried: a mirror's hiccup should not fail the whole test run.
+  for try in 1 2 3; do
+    if $sudo apt-get update -qq && $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 protobuf-compiler >/dev/null; then
+      break
+    fi
+    [ "$try" = 3 ] && exit 1
+    echo "gen-proto: apt-get failed, retrying in $((try * 10)) s" >&2
+    sleep $((try * 10))
+  done
 fi
 have=$(protoc --version | awk '{print $2}')
 if [ "$have" != "$PROTOC_VERSION" ]; then

@@ -33,7 +33,14 @@ if [[ ! -f $hdr || ! -f $stub ]]; then
 	trap 'rm -rf "$tmp"' EXIT
 	chmod 755 "$tmp" # lets apt fetch as its own user
 	echo "install-cuda-headers: downloading nvidia-cuda-dev (about 770 MB, kept only 1 MB)" >&2
-	(cd "$tmp" && apt-get download -qq nvidia-cuda-dev >&2)
+	# Retried: a mirror's hiccup should not fail the whole test run.
+	for try in 1 2 3; do
+		(cd "$tmp" && apt-get download -qq nvidia-cuda-dev >&2) && break
+		[[ $try == 3 ]] && exit 1
+		echo "install-cuda-headers: download failed, retrying in $((try * 10)) s" >&2
+		sleep $((try * 10))
+		apt-get update -qq >&2 || true
+	done
 	deb=$(ls "$tmp"/nvidia-cuda-dev_*.deb)
 	dpkg-deb --fsys-tarfile "$deb" |
 		tar -x -C "$dir" ./usr/include/cuda.h ./usr/lib/x86_64-linux-gnu/stubs/libcuda.so
