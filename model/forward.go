@@ -62,6 +62,7 @@ type Model struct {
 	scratch         map[string]kernels.Buffer
 	ck              *Checkpoint // owned when opened by Open
 	closeBackend    bool
+	zeros           []float32 // never written: the source of Zero
 }
 
 // NewModel wires weights, backend and a KV cache of numBlocks blocks.
@@ -227,7 +228,7 @@ func (m *Model) embed(ctx context.Context, x kernels.Buffer, ids []int32) error 
 			rows = append(rows, int32(i))
 		}
 	}
-	if err := m.zero(x, len(ids)*hid); err != nil {
+	if err := m.Zero(x, len(ids)*hid); err != nil {
 		return err
 	}
 	if len(local) > 0 {
@@ -320,7 +321,7 @@ func (m *Model) feedForward(ctx context.Context, l int, x kernels.Buffer, n int)
 			return err
 		}
 	} else {
-		if err := m.zero(out, n*hid); err != nil {
+		if err := m.Zero(out, n*hid); err != nil {
 			return err
 		}
 		ffn := m.FFN
@@ -335,8 +336,12 @@ func (m *Model) feedForward(ctx context.Context, l int, x kernels.Buffer, n int)
 	return nil
 }
 
-func (m *Model) zero(buf kernels.Buffer, n int) error {
-	return m.B.WriteF32(buf, 0, make([]float32, n))
+// Zero clears buf[0:n], reusing one host slice of zeros across calls.
+func (m *Model) Zero(buf kernels.Buffer, n int) error {
+	if len(m.zeros) < n {
+		m.zeros = make([]float32, n)
+	}
+	return m.B.WriteF32(buf, 0, m.zeros[:n])
 }
 
 // expert computes out[rows, hidden] = down(silu(gate(x)) * up(x)) for x [rows, hidden].

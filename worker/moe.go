@@ -201,7 +201,7 @@ func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Pay
 	if err := b.WriteF32(x, 0, msg.Data); err != nil {
 		return collective.Payload{}, err
 	}
-	if err := b.WriteF32(y, 0, make([]float32, msg.Rows*hid)); err != nil {
+	if err := m.Zero(y, msg.Rows*hid); err != nil {
 		return collective.Payload{}, err
 	}
 	if err := m.RunExperts(l, x, y, rows, ws); err != nil {
