@@ -58,11 +58,16 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 			return err
 		}
 	}
-	hostH := make([]float32, n*hid)
-	if n > 0 {
-		if err := b.ReadF32(hLocal, 0, hostH); err != nil {
-			return err
+	// The rows are copied to the host only if some token leaves the process.
+	var hostH []float32
+	rowOf := func(i int) ([]float32, error) {
+		if hostH == nil {
+			hostH = make([]float32, n*hid)
+			if err := b.ReadF32(hLocal, 0, hostH); err != nil {
+				return nil, err
+			}
 		}
+		return hostH[i*hid : (i+1)*hid], nil
 	}
 
 	// Build one message per remote destination and the local work list.
@@ -97,7 +102,11 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 			msg := send[dst]
 			msg.Cols = hid
 			msg.Rows++
-			msg.Data = append(msg.Data, hostH[i*hid:(i+1)*hid]...)
+			row, err := rowOf(i)
+			if err != nil {
+				return err
+			}
+			msg.Data = append(msg.Data, row...)
 			msg.Aux = append(msg.Aux, int32(len(ps)))
 			for _, p := range ps {
 				msg.Aux = appendPair(msg.Aux, p.e, p.w)
