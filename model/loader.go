@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/moemesh/moemesh/kernels"
@@ -181,7 +182,7 @@ func (l *loader) tensor(dst *Tensor, name, split string) error {
 		return err
 	}
 	want := l.wantShape(name)
-	if want != nil && !equalShape(info.Shape, want) {
+	if want != nil && !slices.Equal(info.Shape, want) {
 		return fmt.Errorf("%w: tensor %s in %s has shape %v, config.json implies %v", ErrWeights, name, info.File, info.Shape, want)
 	}
 	if split == "f32" {
@@ -255,18 +256,6 @@ func upload(b kernels.Backend, t Tensor2D) (kernels.Buffer, error) {
 		}
 		return buf, b.WriteF32(buf, 0, t.F32)
 	}
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // each calls f for every loaded tensor once (a tied lm_head once).

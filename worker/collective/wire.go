@@ -2,6 +2,7 @@ package collective
 
 import (
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -142,7 +143,7 @@ func (a *assembler) add(f *moemeshv1.Frame) (*message, error) {
 		return nil, protocolf("frame (%v, chunk %d of %d) interleaved with message (%v, chunk %d of %d)",
 			k, f.GetSeq(), chunks, m.key, a.next, a.chunks)
 	}
-	if (p != nil) != m.tensor || (p != nil && (p.GetDtype() != m.dtype || !equalShape(p.GetShape(), m.shape))) {
+	if (p != nil) != m.tensor || (p != nil && (p.GetDtype() != m.dtype || !slices.Equal(p.GetShape(), m.shape))) {
 		return nil, protocolf("chunk %d of message (%v) changes the tensor's presence, dtype or shape", a.next, k)
 	}
 	if p != nil {
@@ -180,16 +181,4 @@ func tensorBytes(t *moemeshv1.Tensor) (int, error) {
 		n *= d
 	}
 	return int(n), nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
