@@ -569,7 +569,13 @@ type SeqStep struct {
 	Sample bool `protobuf:"varint,7,opt,name=sample,proto3" json:"sample,omitempty"`
 	// all_logits asks for the logits of every position fed this step, not
 	// just the last (SeqResult.logits is then F32 [len(tokens), vocab]).
-	AllLogits     bool `protobuf:"varint,8,opt,name=all_logits,json=allLogits,proto3" json:"all_logits,omitempty"`
+	AllLogits bool `protobuf:"varint,8,opt,name=all_logits,json=allLogits,proto3" json:"all_logits,omitempty"`
+	// prompt_len is the length of the sequence's prompt: positions at or
+	// after it hold generated tokens. Penalties read the two apart, so a
+	// sequence resubmitted from its tokens (prompt + generated so far, after
+	// a re-plan) samples as the uninterrupted one would. 0 means: the tokens
+	// fed before the first sampled token are the prompt.
+	PromptLen     int32 `protobuf:"varint,9,opt,name=prompt_len,json=promptLen,proto3" json:"prompt_len,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -658,6 +664,13 @@ func (x *SeqStep) GetAllLogits() bool {
 		return x.AllLogits
 	}
 	return false
+}
+
+func (x *SeqStep) GetPromptLen() int32 {
+	if x != nil {
+		return x.PromptLen
+	}
+	return 0
 }
 
 // SeqResult is one sequence's outcome of a step.
@@ -929,7 +942,7 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\x05min_p\x18\x04 \x01(\x02R\x04minP\x12)\n" +
 	"\x10presence_penalty\x18\x05 \x01(\x02R\x0fpresencePenalty\x12-\n" +
 	"\x12repetition_penalty\x18\x06 \x01(\x02R\x11repetitionPenalty\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"\xfe\x01\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\"\x9d\x02\n" +
 	"\aSeqStep\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x1b\n" +
@@ -941,7 +954,9 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"attn_group\x18\x06 \x01(\rR\tattnGroup\x12\x16\n" +
 	"\x06sample\x18\a \x01(\bR\x06sample\x12\x1d\n" +
 	"\n" +
-	"all_logits\x18\b \x01(\bR\tallLogits\"d\n" +
+	"all_logits\x18\b \x01(\bR\tallLogits\x12\x1d\n" +
+	"\n" +
+	"prompt_len\x18\t \x01(\x05R\tpromptLen\"d\n" +
 	"\tSeqResult\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x05R\x05token\x12*\n" +
