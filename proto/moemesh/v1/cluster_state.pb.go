@@ -401,6 +401,87 @@ func (x *PlacementRecord) GetReason() string {
 	return ""
 }
 
+// CoordinatorRecord is the value of coordinators/<id>, written by every
+// coordinator (leader or standby) under its own lease.
+type CoordinatorRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// grpc_addr serves the public inference API.
+	GrpcAddr string `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// http_addr serves /health (and later the HTTP API).
+	HttpAddr string `protobuf:"bytes,3,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	// gossip_addr is the coordinator's memberlist address (host:port).
+	GossipAddr    string `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	StartedUnixMs int64  `protobuf:"varint,5,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorRecord) Reset() {
+	*x = CoordinatorRecord{}
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorRecord) ProtoMessage() {}
+
+func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
+func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
+	return file_moemesh_v1_cluster_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CoordinatorRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CoordinatorRecord) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *CoordinatorRecord) GetHttpAddr() string {
+	if x != nil {
+		return x.HttpAddr
+	}
+	return ""
+}
+
+func (x *CoordinatorRecord) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *CoordinatorRecord) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
 var File_moemesh_v1_cluster_state_proto protoreflect.FileDescriptor
 
 const file_moemesh_v1_cluster_state_proto_rawDesc = "" +
@@ -446,7 +527,14 @@ const file_moemesh_v1_cluster_state_proto_rawDesc = "" +
 	"\x06spares\x18\v \x03(\tR\x06spares\x12\x16\n" +
 	"\x06leader\x18\f \x01(\tR\x06leader\x12&\n" +
 	"\x0fcreated_unix_ms\x18\r \x01(\x03R\rcreatedUnixMs\x12\x16\n" +
-	"\x06reason\x18\x0e \x01(\tR\x06reasonB7Z5github.com/moemesh/moemesh/proto/moemesh/v1;moemeshv1b\x06proto3"
+	"\x06reason\x18\x0e \x01(\tR\x06reason\"\xa6\x01\n" +
+	"\x11CoordinatorRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x04 \x01(\tR\n" +
+	"gossipAddr\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x05 \x01(\x03R\rstartedUnixMsB7Z5github.com/moemesh/moemesh/proto/moemesh/v1;moemeshv1b\x06proto3"
 
 var (
 	file_moemesh_v1_cluster_state_proto_rawDescOnce sync.Once
@@ -460,21 +548,22 @@ func file_moemesh_v1_cluster_state_proto_rawDescGZIP() []byte {
 	return file_moemesh_v1_cluster_state_proto_rawDescData
 }
 
-var file_moemesh_v1_cluster_state_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_moemesh_v1_cluster_state_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_moemesh_v1_cluster_state_proto_goTypes = []any{
-	(*WorkerRecord)(nil),    // 0: moemesh.v1.WorkerRecord
-	(*ModelManifest)(nil),   // 1: moemesh.v1.ModelManifest
-	(*PlacementRecord)(nil), // 2: moemesh.v1.PlacementRecord
-	(WorkerState)(0),        // 3: moemesh.v1.WorkerState
-	(*Layout)(nil),          // 4: moemesh.v1.Layout
-	(*Placement)(nil),       // 5: moemesh.v1.Placement
-	(DType)(0),              // 6: moemesh.v1.DType
+	(*WorkerRecord)(nil),      // 0: moemesh.v1.WorkerRecord
+	(*ModelManifest)(nil),     // 1: moemesh.v1.ModelManifest
+	(*PlacementRecord)(nil),   // 2: moemesh.v1.PlacementRecord
+	(*CoordinatorRecord)(nil), // 3: moemesh.v1.CoordinatorRecord
+	(WorkerState)(0),          // 4: moemesh.v1.WorkerState
+	(*Layout)(nil),            // 5: moemesh.v1.Layout
+	(*Placement)(nil),         // 6: moemesh.v1.Placement
+	(DType)(0),                // 7: moemesh.v1.DType
 }
 var file_moemesh_v1_cluster_state_proto_depIdxs = []int32{
-	3, // 0: moemesh.v1.WorkerRecord.state:type_name -> moemesh.v1.WorkerState
-	4, // 1: moemesh.v1.PlacementRecord.layout:type_name -> moemesh.v1.Layout
-	5, // 2: moemesh.v1.PlacementRecord.placement:type_name -> moemesh.v1.Placement
-	6, // 3: moemesh.v1.PlacementRecord.wire_dtype:type_name -> moemesh.v1.DType
+	4, // 0: moemesh.v1.WorkerRecord.state:type_name -> moemesh.v1.WorkerState
+	5, // 1: moemesh.v1.PlacementRecord.layout:type_name -> moemesh.v1.Layout
+	6, // 2: moemesh.v1.PlacementRecord.placement:type_name -> moemesh.v1.Placement
+	7, // 3: moemesh.v1.PlacementRecord.wire_dtype:type_name -> moemesh.v1.DType
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -496,7 +585,7 @@ func file_moemesh_v1_cluster_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moemesh_v1_cluster_state_proto_rawDesc), len(file_moemesh_v1_cluster_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
