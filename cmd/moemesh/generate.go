@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,8 @@ type generateOptions struct {
 	Greedy         bool
 	Params         sampling.Params
 	Cluster        clusterFlags
+	Server         string
+	Timeout        time.Duration
 
 	changed func(string) bool
 }
@@ -97,6 +100,8 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 	f.Float32Var(&o.Params.MinP, "min-p", 0, "drop tokens below min-p × the top probability; default 0")
 	f.Float32Var(&o.Params.PresencePenalty, "presence-penalty", 0, "subtract from the logit of every token generated so far")
 	f.Float32Var(&o.Params.RepetitionPenalty, "repetition-penalty", 1, "divide positive (multiply negative) logits of tokens seen so far")
+	f.StringVar(&o.Server, "server", "", "generate through a running cluster's gRPC API at this address (see moemesh local)")
+	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --server: deadline of the whole generation")
 	o.Cluster.AddFlags(cmd)
 	return cmd
 }
@@ -104,6 +109,9 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 func (o *generateOptions) Run(ctx context.Context, s IOStreams) error {
 	if ctx == nil {
 		ctx = context.Background()
+	}
+	if o.Server != "" {
+		return o.runRemote(ctx, s)
 	}
 	dir := o.Model
 	if dir == "" {

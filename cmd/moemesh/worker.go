@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moemesh/moemesh/coordinator/agent"
+	"github.com/moemesh/moemesh/internal/sysmem"
 	"github.com/moemesh/moemesh/worker"
 )
 
@@ -20,16 +22,21 @@ func init() { register(newWorkerCmd) }
 
 type workerOptions struct {
 	Listen           string
+	Advertise        string
 	Device           string
 	ExitOnStdinClose bool
 	LogLevel         string
+	Etcd             etcdFlags
+	ID               string
+	GossipAddr       string
+	LeaseTTL         time.Duration
 }
 
 func newWorkerCmd(s IOStreams) *cobra.Command {
 	o := &workerOptions{}
 	cmd := &cobra.Command{
-		Use:   "worker --listen ADDR",
-		Short: "Run a worker: it loads the shard the coordinator assigns and runs steps with its peers",
+		Use:   "worker --listen ADDR [--etcd-endpoints URLS]",
+		Short: "Run a worker: it loads the shard the coordinator assigns and runs steps with its peers (registered in etcd with --etcd-endpoints)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.Run(cmd.Context(), s)
@@ -39,6 +46,11 @@ func newWorkerCmd(s IOStreams) *cobra.Command {
 	cmd.Flags().StringVar(&o.Device, "device", "cpu", "compute device: cpu or cuda:N (CUDA needs a -tags cuda build)")
 	cmd.Flags().BoolVar(&o.ExitOnStdinClose, "exit-on-stdin-close", false, "exit when standard input closes (used by the local cluster launcher)")
 	cmd.Flags().StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
+	cmd.Flags().StringVar(&o.Advertise, "advertise", "", "address peers and the coordinator reach this worker at (default: the listening address)")
+	cmd.Flags().StringVar(&o.ID, "id", "", "worker name in etcd and the memberlist (default: w-<hostname>-<port>)")
+	cmd.Flags().StringVar(&o.GossipAddr, "gossip-addr", "127.0.0.1:0", "memberlist address (host:port; port 0 picks one)")
+	cmd.Flags().DurationVar(&o.LeaseTTL, "lease-ttl", agent.DefaultConfig().LeaseTTL, "registration lease in etcd: a worker that stops answering is removed (fenced) within it")
+	o.Etcd.AddFlags(cmd)
 	return cmd
 }
 
@@ -70,9 +82,53 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 			stop()
 		}()
 	}
+	agentDone := make(chan error, 1)
+	agentRunning := false
+	if len(o.Etcd.Endpoints) > 0 {
+		st, err := o.Etcd.open()
+		if err != nil {
+			srv.Stop(time.Second)
+			return err
+		}
+		defer st.Close()
+		a := agent.DefaultConfig()
+		if a.Gossip, err = gossipConfig(o.GossipAddr); err != nil {
+			srv.Stop(time.Second)
+			return err
+		}
+		a.Store, a.Worker, a.Addr, a.Device, a.Log, a.LeaseTTL = st, srv.Worker, srv.Addr(), o.Device, log, o.LeaseTTL
+		if o.Advertise != "" {
+			a.Addr = o.Advertise
+		}
+		a.ID = o.ID
+		if a.ID == "" {
+			h, _ := os.Hostname()
+			_, port, _ := net.SplitHostPort(a.Addr)
+			a.ID = fmt.Sprintf("w-%s-%s", h, port)
+		}
+		if mem, err := sysmem.Available(); err == nil {
+			a.MemoryBytes = uint64(mem)
+		}
+		actx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		agentRunning = true
+		go func() { agentDone <- agent.Run(actx, a) }()
+	}
 	select {
 	case <-ctx.Done():
 	case <-srv.Done():
+	case err := <-agentDone:
+		agentRunning = false
+		if err != nil {
+			log.Error("control plane agent", "err", err)
+		}
+	}
+	stop()
+	if agentRunning {
+		select { // leaves the memberlist and revokes the registration
+		case <-agentDone:
+		case <-time.After(3 * time.Second):
+		}
 	}
 	srv.Stop(5 * time.Second)
 	return nil

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moemesh/moemesh/coordinator/control"
+	"github.com/moemesh/moemesh/coordinator/store"
+	"github.com/moemesh/moemesh/membership"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/serving"
+)
+
+func init() { register(newCoordinatorCmd) }
+
+// etcdFlags select the etcd cluster and the key prefix.
+type etcdFlags struct {
+	Endpoints []string
+	Prefix    string
+}
+
+func (e *etcdFlags) AddFlags(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&e.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated")
+	cmd.Flags().StringVar(&e.Prefix, "etcd-prefix", store.DefaultConfig().Prefix, "prefix of every key the cluster keeps in etcd")
+}
+
+func (e *etcdFlags) open() (*store.Store, error) {
+	c := store.DefaultConfig()
+	c.Endpoints, c.Prefix = e.Endpoints, e.Prefix
+	return store.Open(c)
+}
+
+// gossipConfig parses a memberlist bind address host:port.
+func gossipConfig(addr string) (membership.Config, error) {
+	g := membership.DefaultConfig()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return g, usagef("--gossip-addr %q: want host:port: %v", addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return g, usagef("--gossip-addr %q: bad port", addr)
+	}
+	g.BindAddr, g.BindPort = host, p
+	return g, nil
+}
+
+func newLogger(s IOStreams, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(s.ErrOut, &slog.HandlerOptions{Level: l})), nil
+}
+
+type coordinatorOptions struct {
+	Etcd           etcdFlags
+	ID             string
+	Model          string
+	GRPCAddr       string
+	HTTPAddr       string
+	GossipAddr     string
+	MinWorkers     int
+	TP             int
+	ExpertReplicas int
+	Context        int
+	WireDType      string
+	LeaseTTL       time.Duration
+	LogLevel       string
+}
+
+func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.Model, "model", "", "model directory, published as the cluster's model (every worker mounts it at the same path); default: the model already in etcd")
+	f.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "address of the gRPC inference API")
+	f.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API (/health)")
+	f.StringVar(&o.GossipAddr, "gossip-addr", "127.0.0.1:0", "memberlist address (host:port; port 0 picks one)")
+	f.StringVar(&o.ID, "id", "", "coordinator name (default: c-<hostname>-<pid>)")
+	f.IntVar(&o.MinWorkers, "min-workers", 1, "workers in the layout; more registered workers are spares")
+	f.IntVar(&o.TP, "tp", 1, "tensor-parallel size: attention heads are split over this many workers of a group")
+	f.IntVar(&o.ExpertReplicas, "expert-replicas", 0, "extra expert replicas per MoE layer")
+	f.IntVar(&o.Context, "context", 8192, "KV cache size of each attention group, in tokens")
+	f.StringVar(&o.WireDType, "wire-dtype", "f32", "activation type on the wire: f32 or bf16")
+	f.DurationVar(&o.LeaseTTL, "lease-ttl", 5*time.Second, "leader election lease: a dead leader is replaced within it")
+	f.StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
+}
+
+func (o *coordinatorOptions) Validate() error {
+	if o.MinWorkers < 1 {
+		return usagef("--min-workers must be at least 1, got %d", o.MinWorkers)
+	}
+	if o.TP < 1 || o.MinWorkers%o.TP != 0 {
+		return usagef("--tp %d must be positive and divide --min-workers %d", o.TP, o.MinWorkers)
+	}
+	if o.Context < 1 {
+		return usagef("--context must be at least 1, got %d", o.Context)
+	}
+	if o.ExpertReplicas < 0 {
+		return usagef("--expert-replicas must be non-negative, got %d", o.ExpertReplicas)
+	}
+	if o.WireDType != "f32" && o.WireDType != "bf16" {
+		return usagef("--wire-dtype %q: allowed values are f32, bf16", o.WireDType)
+	}
+	if o.LeaseTTL < time.Second {
+		return usagef("--lease-ttl %v: etcd leases have a granularity of 1s", o.LeaseTTL)
+	}
+	return nil
+}
+
+func newCoordinatorCmd(s IOStreams) *cobra.Command {
+	o := &coordinatorOptions{}
+	cmd := &cobra.Command{
+		Use:   "coordinator --etcd-endpoints URLS [--model DIR]",
+		Short: "Run a coordinator: campaigns for leadership in etcd; the leader plans the layout, drives the workers and serves the APIs",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(o.Etcd.Endpoints) == 0 {
+				return usagef("--etcd-endpoints is required (moemesh local starts an embedded etcd)")
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := o.Etcd.open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return o.Run(ctx, s, st, nil)
+		},
+	}
+	o.Etcd.AddFlags(cmd)
+	o.AddFlags(cmd)
+	return cmd
+}
+
+// Run serves until ctx ends. ready, when set, is called with the API
+// addresses once they listen.
+func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Store, ready func(grpcAddr, httpAddr string)) error {
+	log, err := newLogger(s, o.LogLevel)
+	if err != nil {
+		return err
+	}
+	g, err := gossipConfig(o.GossipAddr)
+	if err != nil {
+		return err
+	}
+	if o.ID == "" {
+		h, _ := os.Hostname()
+		o.ID = fmt.Sprintf("c-%s-%d", h, os.Getpid())
+	}
+	l, err := serving.Listen(o.GRPCAddr, o.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	cfg := control.DefaultConfig()
+	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Log, cfg.Gossip = o.ID, st, o.Model, log, g
+	cfg.Workers, cfg.TP, cfg.ExpertReplicas, cfg.KVTokens, cfg.LeaseTTL = o.MinWorkers, o.TP, o.ExpertReplicas, o.Context, o.LeaseTTL
+	if o.WireDType == "bf16" {
+		cfg.WireDType = pb.DType_DTYPE_BF16
+	}
+	cfg.GRPCAddr, cfg.HTTPAddr = l.GRPC.Addr().String(), l.HTTP.Addr().String()
+	c, err := control.Start(ctx, cfg)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	srv := serving.Serve(l, c)
+	if ready != nil {
+		ready(cfg.GRPCAddr, cfg.HTTPAddr)
+	} else {
+		fmt.Fprintf(s.Out, "moemesh coordinator %s: gRPC API on %s, HTTP on http://%s (GET /health)\n", o.ID, cfg.GRPCAddr, cfg.HTTPAddr)
+	}
+	<-ctx.Done()
+	cerr := c.Close()
+	serr := srv.Close(2 * time.Second)
+	if cerr != nil {
+		return cerr
+	}
+	return serr
+}

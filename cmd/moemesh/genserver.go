@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
+)
+
+// runRemote generates through a running cluster's gRPC API.
+func (o *generateOptions) runRemote(ctx context.Context, s IOStreams) error {
+	conn, err := grpc.NewClient(o.Server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return usagef("--server %q: %v", o.Server, err)
+	}
+	defer conn.Close()
+	p := o.Params
+	req := &infpb.GenerateRequest{
+		Prompt: o.Prompt, ChatTemplate: true, EnableThinking: o.EnableThinking, MaxTokens: uint32(o.MaxTokens),
+		Sampling: &infpb.SamplingParams{
+			Temperature: &p.Temperature, TopK: ptr(int32(p.TopK)), TopP: &p.TopP, MinP: &p.MinP,
+			PresencePenalty: &p.PresencePenalty, RepetitionPenalty: &p.RepetitionPenalty, Seed: &p.Seed,
+		},
+	}
+	if o.System != "" {
+		return usagef("--system is not supported with --server yet")
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	stream, err := infpb.NewInferenceServiceClient(conn).Generate(ctx, req, grpc.WaitForReady(false))
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(s.Out)
+	defer w.Flush()
+	for {
+		r, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("generating on %s: %w", o.Server, err)
+		}
+		if _, err := w.WriteString(r.Text); err != nil {
+			return err
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	_, err = fmt.Fprintln(w)
+	return err
+}
+
+func ptr[T any](v T) *T { return &v }
+

@@ -1,0 +1,179 @@
+package clustertest
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/moemesh/moemesh/coordinator/agent"
+	"github.com/moemesh/moemesh/coordinator/control"
+	"github.com/moemesh/moemesh/coordinator/store"
+	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/membership"
+	"github.com/moemesh/moemesh/serving"
+	"github.com/moemesh/moemesh/worker"
+)
+
+// InProcess runs every member in the test process.
+var InProcess Runner = inProcess{}
+
+type inProcess struct{}
+
+func (inProcess) Name() string { return "in-process" }
+
+// testGossip is a memberlist configuration with shrunken timers.
+func testGossip() membership.Config {
+	g := membership.DefaultConfig()
+	g.BindAddr, g.BindPort = "127.0.0.1", 0
+	return g
+}
+
+func openStore(t testing.TB, e *storetest.Etcd) *store.Store {
+	t.Helper()
+	c := store.DefaultConfig()
+	c.Endpoints = e.Endpoints()
+	st, err := store.Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (inProcess) Start(t testing.TB, cfg Config) Cluster {
+	t.Helper()
+	cfg.defaults()
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd)}
+	c.st = openStore(t, c.etcd)
+	t.Cleanup(func() { c.st.Close() })
+	for i := range cfg.Workers + cfg.Spares {
+		c.workers = append(c.workers, c.startWorker(t, memberName("w", i)))
+	}
+	for i := range cfg.Coordinators {
+		c.coords = append(c.coords, c.startCoordinator(t, memberName("c", i)))
+	}
+	return c
+}
+
+type ipCluster struct {
+	cfg     Config
+	etcd    *storetest.Etcd
+	st      *store.Store
+	workers []Member
+	coords  []Member
+}
+
+func (c *ipCluster) Config() Config          { return c.cfg }
+func (c *ipCluster) Etcd() *storetest.Etcd   { return c.etcd }
+func (c *ipCluster) Store() *store.Store     { return c.st }
+func (c *ipCluster) Workers() []Member       { return c.workers }
+func (c *ipCluster) Coordinators() []Member  { return c.coords }
+
+// ipWorker is a worker server and its agent.
+type ipWorker struct {
+	id     string
+	srv    *worker.Server
+	st     *store.Store
+	cancel context.CancelFunc
+	crash  chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (c *ipCluster) startWorker(t testing.TB, id string) *ipWorker {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &ipWorker{id: id, srv: worker.Serve(lis, worker.Config{}), st: openStore(t, c.etcd), crash: make(chan struct{}), done: make(chan struct{})}
+	a := agent.DefaultConfig()
+	a.ID, a.Store, a.Worker, a.Addr, a.LeaseTTL, a.Gossip, a.Crash = id, w.st, w.srv.Worker, w.srv.Addr(), c.cfg.WorkerTTL, testGossip(), w.crash
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() {
+		defer close(w.done)
+		_ = agent.Run(ctx, a)
+	}()
+	t.Cleanup(func() { w.stop(false) })
+	return w
+}
+
+func (w *ipWorker) stop(crash bool) {
+	w.once.Do(func() {
+		if crash {
+			close(w.crash)
+			<-w.done
+			w.srv.Kill()
+		} else {
+			w.cancel()
+			<-w.done
+			w.srv.Stop(time.Second)
+		}
+		w.cancel()
+		w.st.Close()
+	})
+}
+
+func (w *ipWorker) ID() string                { return w.id }
+func (w *ipWorker) Addr() string              { return w.srv.Addr() }
+func (w *ipWorker) HTTPAddr() string          { return "" }
+func (w *ipWorker) Kill(testing.TB)           { w.stop(true) }
+func (w *ipWorker) Pause(testing.TB) error    { return ErrUnsupported }
+func (w *ipWorker) Resume(testing.TB) error   { return ErrUnsupported }
+
+// ipCoordinator is a control plane and its front doors.
+type ipCoordinator struct {
+	id        string
+	c         *control.Coordinator
+	srv       *serving.Servers
+	st        *store.Store
+	grpc, htp string
+	once      sync.Once
+}
+
+func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
+	t.Helper()
+	l, err := serving.Listen("127.0.0.1:0", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &ipCoordinator{id: id, st: openStore(t, c.etcd), grpc: l.GRPC.Addr().String(), htp: l.HTTP.Addr().String()}
+	cfg := control.DefaultConfig()
+	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip = id, m.st, c.cfg.Model, testGossip()
+	cfg.Workers, cfg.TP, cfg.KVTokens, cfg.LeaseTTL = c.cfg.Workers, c.cfg.TP, c.cfg.Context, c.cfg.LeaseTTL
+	cfg.GRPCAddr, cfg.HTTPAddr = m.grpc, m.htp
+	m.c, err = control.Start(context.Background(), cfg)
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	m.srv = serving.Serve(l, m.c)
+	t.Cleanup(func() { m.stop(false) })
+	return m
+}
+
+func (m *ipCoordinator) stop(crash bool) {
+	m.once.Do(func() {
+		if crash {
+			m.c.Abandon()
+			m.srv.Close(0)
+		} else {
+			m.c.Close()
+			m.srv.Close(time.Second)
+		}
+		m.st.Close()
+	})
+}
+
+func (m *ipCoordinator) ID() string              { return m.id }
+func (m *ipCoordinator) Addr() string            { return m.grpc }
+func (m *ipCoordinator) HTTPAddr() string        { return m.htp }
+func (m *ipCoordinator) Kill(testing.TB)         { m.stop(true) }
+func (m *ipCoordinator) Pause(testing.TB) error  { return ErrUnsupported }
+func (m *ipCoordinator) Resume(testing.TB) error { return ErrUnsupported }

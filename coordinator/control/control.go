@@ -1,0 +1,419 @@
+// Package control is the coordinator's control plane: leader election in
+// etcd, the initial plan, adoption of a running placement after a leader
+// change, failure detection (memberlist events and broken steps) and
+// recovery (fence, re-plan, wait for the workers to load, resubmit). The
+// leader drives the generation loop of package engine; standbys wait.
+//
+// Concurrency: a Coordinator's exported methods are safe for concurrent
+// use. One goroutine runs the leadership loop; the engine's goroutine is
+// the only caller of the Backend methods (Step, Recover); memberlist events
+// arrive on the membership's goroutines and are handed off through a
+// channel.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/moemesh/moemesh/coordinator/engine"
+	"github.com/moemesh/moemesh/coordinator/store"
+	"github.com/moemesh/moemesh/membership"
+	"github.com/moemesh/moemesh/model"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+)
+
+// Sentinel errors of the control plane.
+var (
+	// ErrNotLeader: this coordinator is a standby (or lost leadership).
+	ErrNotLeader = errors.New("control: not the leader")
+	// ErrNotReady: the leader has no placement serving yet.
+	ErrNotReady = errors.New("control: no placement serving yet")
+	// ErrNoLayout: the live workers cannot hold the model.
+	ErrNoLayout = errors.New("control: no layout fits the live workers")
+)
+
+// Config configures a Coordinator.
+type Config struct {
+	// ID names the coordinator (its election value and memberlist name).
+	ID    string
+	Store *store.Store
+	// ModelDir, when set, is published as the model manifest by the
+	// leader; when empty the manifest already in etcd is served.
+	ModelDir string
+	// Workers is the layout size; more registered workers are spares.
+	Workers int
+	// TP is the tensor-parallel size.
+	TP int
+	// ExpertReplicas are extra expert copies per MoE layer.
+	ExpertReplicas int
+	// KVTokens sizes each attention group's KV cache.
+	KVTokens int
+	// BlockSize is the KV block size in tokens.
+	BlockSize int
+	// WireDType is the activation type between workers.
+	WireDType pb.DType
+	// LeaseTTL is the election session's TTL: a dead leader is replaced
+	// within it.
+	LeaseTTL time.Duration
+	// StepTimeout bounds every step.
+	StepTimeout time.Duration
+	// ProbeTimeout bounds each Health probe when looking for dead workers.
+	ProbeTimeout time.Duration
+	// ReadyTimeout bounds a placement's loading and a recovery.
+	ReadyTimeout time.Duration
+	// PollInterval paces waiting for workers.
+	PollInterval time.Duration
+	// GRPCAddr and HTTPAddr are advertised in the coordinator's record.
+	GRPCAddr, HTTPAddr string
+	// Gossip configures the coordinator's memberlist node (Name, Role and
+	// OnEvent are set by the coordinator).
+	Gossip membership.Config
+	Log    *slog.Logger
+}
+
+// DefaultConfig returns a complete configuration; ID and Store must be set.
+func DefaultConfig() Config {
+	return Config{
+		Workers:      1,                      // one worker: the smallest cluster
+		TP:           1,                      // no tensor parallelism unless asked
+		KVTokens:     8192,                   // the single-process default context
+		BlockSize:    16,                     // the engine's KV block size
+		WireDType:    pb.DType_DTYPE_F32,     // exact: equal to single-process
+		LeaseTTL:     5 * time.Second,        // failover bound; etcd's minimum useful TTL is a few seconds
+		StepTimeout:  60 * time.Second,       // a long prefill of a large model on CPU
+		ProbeTimeout: 500 * time.Millisecond, // a live worker on a LAN answers Health in well under this
+		ReadyTimeout: 5 * time.Minute,        // loading a large shard from disk
+		PollInterval: 20 * time.Millisecond,  // loading the tiny model takes ~50 ms
+		Gossip:       membership.DefaultConfig(),
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("control: ID is required")
+	case c.Store == nil:
+		return errors.New("control: Store is required")
+	case c.Workers < 1:
+		return fmt.Errorf("control: Workers must be at least 1, got %d", c.Workers)
+	case c.TP < 1 || c.Workers%c.TP != 0:
+		return fmt.Errorf("control: TP %d must be positive and divide Workers %d", c.TP, c.Workers)
+	case c.KVTokens < 1 || c.BlockSize < 1:
+		return fmt.Errorf("control: KVTokens (%d) and BlockSize (%d) must be positive", c.KVTokens, c.BlockSize)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("control: LeaseTTL %v is below etcd's granularity of 1 s", c.LeaseTTL)
+	case c.StepTimeout <= 0 || c.ProbeTimeout <= 0 || c.ReadyTimeout <= 0 || c.PollInterval <= 0:
+		return errors.New("control: StepTimeout, ProbeTimeout, ReadyTimeout and PollInterval must be positive")
+	}
+	return nil
+}
+
+// Health is the coordinator's state as /health reports it.
+type Health struct {
+	// Ready: this coordinator leads and a placement serves.
+	Ready  bool   `json:"ready"`
+	Role   string `json:"role"`
+	Leader string `json:"leader,omitempty"`
+	// Reason says why it is not ready (or what is degraded).
+	Reason  string   `json:"reason,omitempty"`
+	Epoch   uint64   `json:"placement_epoch,omitempty"`
+	Layout  string   `json:"layout,omitempty"`
+	Workers []string `json:"workers,omitempty"`
+	Spares  []string `json:"spares,omitempty"`
+	Etcd    string   `json:"etcd"`
+}
+
+// Coordinator is one coordinator process's control plane.
+type Coordinator struct {
+	cfg    Config
+	st     *store.Store
+	log    *slog.Logger
+	ml     *membership.Membership
+	reg    *store.Registration
+	events chan membership.Event
+
+	mu     sync.Mutex
+	health Health
+	eng    *engine.Engine
+	lead   *leading // nil unless leading
+
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	crashed bool // Abandon: no resignation
+}
+
+// Start registers the coordinator, joins the memberlist and starts
+// campaigning; it returns at once (a standby until elected).
+func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	c := &Coordinator{cfg: cfg, st: cfg.Store, log: cfg.Log.With("coordinator", cfg.ID), events: make(chan membership.Event, 256)}
+	c.health = Health{Role: "standby", Reason: "campaigning for leadership", Etcd: "ok"}
+	g := cfg.Gossip
+	g.Name, g.Role, g.Log = cfg.ID, membership.RoleCoordinator, cfg.Log
+	g.Meta = map[string]string{"grpc": cfg.GRPCAddr, "http": cfg.HTTPAddr}
+	g.OnEvent = func(ev membership.Event) {
+		select {
+		case c.events <- ev:
+		default: // the leader re-probes on every failure; a dropped event is re-learnt
+		}
+	}
+	ml, err := membership.New(g)
+	if err != nil {
+		return nil, err
+	}
+	c.ml = ml
+	rec := &pb.CoordinatorRecord{Id: cfg.ID, GrpcAddr: cfg.GRPCAddr, HttpAddr: cfg.HTTPAddr, GossipAddr: ml.Addr(), StartedUnixMs: time.Now().UnixMilli()}
+	reg, err := c.st.RegisterCoordinator(ctx, rec, cfg.LeaseTTL)
+	if err != nil {
+		ml.Shutdown()
+		return nil, fmt.Errorf("control: registering coordinator %s: %w", cfg.ID, err)
+	}
+	c.reg = reg
+	joinSeeds(ctx, c.st, ml, c.log)
+	run, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	c.wg.Add(3)
+	go func() { defer c.wg.Done(); c.campaignLoop(run) }()
+	go func() { defer c.wg.Done(); c.eventLoop(run) }()
+	go func() { defer c.wg.Done(); c.etcdProbeLoop(run) }()
+	return c, nil
+}
+
+// joinSeeds joins the memberlist of the nodes registered in etcd.
+func joinSeeds(ctx context.Context, st *store.Store, ml *membership.Membership, log *slog.Logger) {
+	var seeds []string
+	if ws, err := st.Workers(ctx); err == nil {
+		for _, w := range ws {
+			seeds = append(seeds, w.GossipAddr)
+		}
+	}
+	if cs, err := st.Coordinators(ctx); err == nil {
+		for _, c := range cs {
+			seeds = append(seeds, c.GossipAddr)
+		}
+	}
+	var others []string
+	for _, s := range seeds {
+		if s != "" && s != ml.Addr() {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := ml.Join(jctx, others); err != nil {
+		log.Warn("joining the memberlist", "seeds", others, "err", err)
+	}
+}
+
+// Health returns the coordinator's state.
+func (c *Coordinator) Health() Health {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.health
+	h.Workers = append([]string(nil), h.Workers...)
+	h.Spares = append([]string(nil), h.Spares...)
+	return h
+}
+
+func (c *Coordinator) setHealth(f func(h *Health)) {
+	c.mu.Lock()
+	f(&c.health)
+	c.mu.Unlock()
+}
+
+// Submit starts a generation on the cluster. It fails with ErrNotLeader on
+// a standby and ErrNotReady before the first placement serves.
+func (c *Coordinator) Submit(ctx context.Context, r engine.Request) (*engine.Stream, error) {
+	c.mu.Lock()
+	eng, role := c.eng, c.health.Role
+	c.mu.Unlock()
+	if role != "leader" {
+		return nil, ErrNotLeader
+	}
+	if eng == nil {
+		return nil, ErrNotReady
+	}
+	return eng.Submit(ctx, r)
+}
+
+// ModelDir is the served checkpoint ("" before the leader read it).
+func (c *Coordinator) ModelDir() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lead != nil && c.lead.modelDir != "" {
+		return c.lead.modelDir
+	}
+	return c.cfg.ModelDir
+}
+
+// ContextTokens is the KV cache of each attention group, in tokens.
+func (c *Coordinator) ContextTokens() int {
+	return (c.cfg.KVTokens + c.cfg.BlockSize - 1) / c.cfg.BlockSize * c.cfg.BlockSize
+}
+
+// Vocab returns the served model's vocabulary size (0 before a placement).
+func (c *Coordinator) Vocab() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lead == nil || c.lead.cfg == nil {
+		return 0
+	}
+	return c.lead.cfg.VocabSize
+}
+
+// Close stops serving: running requests fail, leadership is resigned so a
+// standby takes over at once, and the coordinator leaves the memberlist
+// and deregisters.
+func (c *Coordinator) Close() error {
+	c.stop()
+	c.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var errs []error
+	errs = append(errs, c.reg.Close(ctx))
+	errs = append(errs, c.ml.Leave(time.Second))
+	errs = append(errs, c.ml.Shutdown())
+	return errors.Join(errs...)
+}
+
+// Abandon stops the coordinator as a crash would: no resignation, no
+// leave, no deregistration; its leases expire by themselves once the
+// caller closes the Store. Tests use it.
+func (c *Coordinator) Abandon() {
+	c.mu.Lock()
+	c.crashed = true
+	c.mu.Unlock()
+	c.stop()
+	c.wg.Wait()
+	_ = c.ml.Shutdown()
+}
+
+func (c *Coordinator) campaignLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		l, err := c.st.Campaign(ctx, c.cfg.ID, c.cfg.LeaseTTL)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("campaign", "err", err)
+			c.setHealth(func(h *Health) { h.Reason = "campaign failed: " + err.Error() })
+			sleep(ctx, c.cfg.PollInterval*10)
+			continue
+		}
+		c.log.Info("elected leader")
+		c.leadUntilLost(ctx, l)
+		c.mu.Lock()
+		crashed := c.crashed
+		c.mu.Unlock()
+		if crashed {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = l.Resign(rctx)
+		cancel()
+	}
+}
+
+// eventLoop forwards memberlist events to the leader's failure handling.
+func (c *Coordinator) eventLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-c.events:
+			if ev.Member.Role != membership.RoleWorker || (ev.Kind != membership.EventDead && ev.Kind != membership.EventLeave) {
+				continue
+			}
+			c.log.Info("worker gone from the memberlist", "worker", ev.Member.Name, "kind", ev.Kind)
+			c.mu.Lock()
+			l := c.lead
+			c.mu.Unlock()
+			if l != nil {
+				l.suspect(ev.Member.Name)
+			}
+		}
+	}
+}
+
+// etcdProbeLoop keeps Health.Etcd current.
+func (c *Coordinator) etcdProbeLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		leader, err := c.st.LeaderID(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.setHealth(func(h *Health) {
+			switch {
+			case err == nil:
+				h.Etcd, h.Leader = "ok", leader
+			case errors.Is(err, store.ErrNotFound):
+				h.Etcd, h.Leader = "ok", ""
+			default:
+				h.Etcd = "unreachable: " + err.Error() + " (serving continues on the current placement; placement changes wait)"
+			}
+			if h.Role == "standby" && h.Leader != "" {
+				h.Reason = "standby: the leader is " + h.Leader
+			}
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// modelConfig loads the served model's config: from ModelDir, or from the
+// manifest in etcd.
+func (c *Coordinator) modelConfig(ctx context.Context, l *store.Leader) (string, *model.Config, error) {
+	if c.cfg.ModelDir != "" {
+		cfg, err := model.LoadConfig(c.cfg.ModelDir)
+		if err != nil {
+			return "", nil, err
+		}
+		js, err := cfg.Marshal()
+		if err != nil {
+			return "", nil, err
+		}
+		m := &pb.ModelManifest{ModelDir: c.cfg.ModelDir, Name: modelName(c.cfg.ModelDir), ConfigJson: string(js), Dtype: cfg.TorchDType}
+		if err := c.st.PutModel(ctx, l, m); err != nil {
+			return "", nil, err
+		}
+		return c.cfg.ModelDir, cfg, nil
+	}
+	m, err := c.st.Model(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("control: no --model given and no model manifest in etcd: %w", err)
+	}
+	cfg, err := model.LoadConfig(m.ModelDir)
+	if err != nil {
+		return "", nil, err
+	}
+	return m.ModelDir, cfg, nil
+}
