@@ -67,45 +67,64 @@ type Member struct {
 }
 
 // wireMeta is the node meta on the wire: JSON, so that fields can be added.
+//
+// Leaving marks a member that is about to Leave. memberlist v0.7.0 never
+// fills Node.State (nodeState's own State field shadows it), so NotifyLeave
+// cannot tell a graceful leave from a failure by the node's state. Leave
+// therefore gossips this mark in the meta first, and NotifyLeave reads it
+// from the last meta it knows. Should the mark be lost, the leave is
+// reported as EventDead: the safe mistake.
 type wireMeta struct {
-	Role Role              `json:"r"`
-	Meta map[string]string `json:"m,omitempty"`
+	Role    Role              `json:"r"`
+	Meta    map[string]string `json:"m,omitempty"`
+	Leaving bool              `json:"l,omitempty"`
 }
 
 // encodeMeta encodes role and meta into memberlist's node meta. It fails
-// with ErrMetaTooLarge when the encoding exceeds MetaMaxSize.
+// with ErrMetaTooLarge when the encoding, with room for the leaving mark,
+// exceeds MetaMaxSize, so that Leave can always add the mark.
 func encodeMeta(role Role, meta map[string]string) ([]byte, error) {
-	b, err := json.Marshal(wireMeta{Role: role, Meta: meta})
+	marked, err := encodeWire(wireMeta{Role: role, Meta: meta, Leaving: true})
+	if err != nil {
+		return nil, err
+	}
+	if len(marked) > MetaMaxSize {
+		return nil, fmt.Errorf("%w: Role and Meta encode to %d bytes with the leave mark, the limit is %d; keep only small fields (addresses, ids) in Meta",
+			ErrMetaTooLarge, len(marked), MetaMaxSize)
+	}
+	return encodeWire(wireMeta{Role: role, Meta: meta})
+}
+
+func encodeWire(w wireMeta) ([]byte, error) {
+	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("membership: encode meta: %w", err)
-	}
-	if len(b) > MetaMaxSize {
-		return nil, fmt.Errorf("%w: Role and Meta encode to %d bytes, the limit is %d; keep only small fields (addresses, ids) in Meta",
-			ErrMetaTooLarge, len(b), MetaMaxSize)
 	}
 	return b, nil
 }
 
-// decodeMeta decodes node meta written by encodeMeta.
-func decodeMeta(b []byte) (Role, map[string]string, error) {
-	if len(b) == 0 {
-		return "", nil, nil
-	}
+// decodeMeta decodes node meta written by encodeWire; empty meta decodes to
+// the zero wireMeta.
+func decodeMeta(b []byte) (wireMeta, error) {
 	var w wireMeta
-	if err := json.Unmarshal(b, &w); err != nil {
-		return "", nil, fmt.Errorf("membership: decode meta: %w", err)
+	if len(b) == 0 {
+		return w, nil
 	}
-	return w.Role, w.Meta, nil
+	if err := json.Unmarshal(b, &w); err != nil {
+		return wireMeta{}, fmt.Errorf("membership: decode meta: %w", err)
+	}
+	return w, nil
 }
 
-// memberOf converts a memberlist node into a Member. Meta that does not
-// decode (a foreign memberlist node) leaves Role and Meta empty.
-func memberOf(n *memberlist.Node, log *slog.Logger) Member {
-	role, meta, err := decodeMeta(n.Meta)
+// memberOf converts a memberlist node into a Member and reports whether its
+// meta carries the leaving mark. Meta that does not decode (a foreign
+// memberlist node) leaves Role and Meta empty.
+func memberOf(n *memberlist.Node, log *slog.Logger) (Member, bool) {
+	w, err := decodeMeta(n.Meta)
 	if err != nil {
 		log.Debug("membership: member with undecodable meta", "member", n.Name, "err", err)
 	}
-	return Member{Name: n.Name, Role: role, Addr: n.Address(), Meta: meta}
+	return Member{Name: n.Name, Role: w.Role, Addr: n.Address(), Meta: w.Meta}, w.Leaving
 }
 
 // delegate answers memberlist's callbacks: the node meta (Delegate) and
@@ -164,22 +183,38 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // NotifyJoin, NotifyUpdate and NotifyLeave are called by memberlist with
 // its node lock held, one at a time.
-func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.emit(EventJoin, n) }
-func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.emit(EventUpdate, n) }
-
-// NotifyLeave is called for both a graceful leave and a failure; the node's
-// state tells them apart.
-func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		d.emit(EventLeave, n)
-		return
-	}
-	d.emit(EventDead, n)
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	m, _ := memberOf(n, d.log)
+	d.emit(EventJoin, m)
 }
 
-func (d *delegate) emit(kind EventKind, n *memberlist.Node) {
-	m := memberOf(n, d.log)
+// NotifyUpdate reports a change of meta. The leaving mark alone is no
+// change of Meta: it updates the view and emits nothing.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	m, leaving := memberOf(n, d.log)
+	if leaving {
+		d.store(EventUpdate, m)
+		return
+	}
+	d.emit(EventUpdate, m)
+}
+
+// NotifyLeave is called for both a graceful leave and a failure. The
+// leaving mark in the node's last meta tells them apart (see wireMeta); the
+// node's State does too once memberlist fills it.
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m, leaving := memberOf(n, d.log)
+	if leaving || n.State == memberlist.StateLeft {
+		d.emit(EventLeave, m)
+		return
+	}
+	d.emit(EventDead, m)
+}
+
+// store applies an event to the view.
+func (d *delegate) store(kind EventKind, m Member) {
 	d.viewMu.Lock()
+	defer d.viewMu.Unlock()
 	switch kind {
 	case EventJoin, EventUpdate:
 		d.view[m.Name] = m
@@ -189,8 +224,11 @@ func (d *delegate) emit(kind EventKind, n *memberlist.Node) {
 	if m.Name == d.selfName {
 		d.self = m
 	}
-	d.viewMu.Unlock()
+}
 
+// emit applies an event to the view and hands it to OnEvent.
+func (d *delegate) emit(kind EventKind, m Member) {
+	d.store(kind, m)
 	d.log.Debug("membership: event", "kind", kind, "member", m.Name, "role", m.Role, "addr", m.Addr)
 	if d.onEvent != nil {
 		m.Meta = cloneMeta(m.Meta) // the view keeps its own copy

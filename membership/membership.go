@@ -192,10 +192,12 @@ func (m *Membership) UpdateMeta(meta map[string]string) error {
 }
 
 // Leave tells the cluster that this member is going away on purpose: the
-// others get EventLeave for it, not EventDead. It waits up to timeout (≤ 0
-// means TCPTimeout) for the notice to go out. The member keeps answering
-// probes until Shutdown, which should follow. Calling it again does nothing;
-// after Shutdown it returns ErrClosed.
+// others get EventLeave for it, not EventDead. It first gossips a leaving
+// mark in its meta (memberlist alone cannot tell the two apart, see
+// wireMeta), then memberlist's leave notice, waiting up to timeout (≤ 0
+// means TCPTimeout) for each to go out. The member keeps answering probes
+// until Shutdown, which should follow. Calling it again does nothing; after
+// Shutdown it returns ErrClosed.
 func (m *Membership) Leave(timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = m.cfg.TCPTimeout
@@ -205,7 +207,21 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	if m.shutdown.Load() {
 		return ErrClosed
 	}
+	if m.left {
+		return nil
+	}
 	m.left = true
+	local := m.del.local()
+	marked, err := encodeWire(wireMeta{Role: m.cfg.Role, Meta: local.Meta, Leaving: true})
+	if err != nil {
+		return err
+	}
+	m.del.setMeta(marked)
+	if err := m.ml.UpdateNode(timeout); err != nil {
+		// Go on: the leave notice matters more; without the mark the
+		// others report EventDead.
+		m.log.Warn("membership: leaving mark not gossiped in time", "err", err)
+	}
 	if err := m.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("membership: leave: %w", err)
 	}
