@@ -104,7 +104,7 @@ func encodeWire(w wireMeta) ([]byte, error) {
 }
 
 // decodeMeta decodes node meta written by encodeWire; empty meta decodes to
-// the zero wireMeta.
+// the zero wireMeta, and an empty Meta map to nil.
 func decodeMeta(b []byte) (wireMeta, error) {
 	var w wireMeta
 	if len(b) == 0 {
@@ -113,6 +113,7 @@ func decodeMeta(b []byte) (wireMeta, error) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return wireMeta{}, fmt.Errorf("membership: decode meta: %w", err)
 	}
+	w.Meta = cloneMeta(w.Meta) // empty is nil, as on the sending side
 	return w, nil
 }
 
