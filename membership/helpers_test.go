@@ -3,8 +3,8 @@ package membership
 import (
 	"context"
 	"fmt"
-	"os"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
