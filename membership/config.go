@@ -43,8 +43,8 @@ type Config struct {
 	// Role is what the member is; it travels in the node meta.
 	Role Role
 	// Meta holds small extra fields gossiped with the member, e.g. "addr"
-	// = its gRPC address. Role and Meta together must encode to at most
-	// MetaMaxSize bytes.
+	// = its gRPC address. Role and Meta together must encode (JSON) to at
+	// most MetaMaxSize bytes less 9 kept for the leaving mark (see Leave).
 	Meta map[string]string
 
 	// BindAddr is the IP to listen on for both TCP and UDP.
