@@ -78,6 +78,9 @@ func (e *flagSourceError) Unwrap() error { return e.Err }
 // its environment variable, else from the config file. cmd's flags must be
 // parsed (they are in PersistentPreRunE).
 func applyFlagSources(cmd *cobra.Command) error {
+	if cobraBuiltin(cmd) {
+		return nil
+	}
 	flags := cmd.Flags()
 	path, _ := flags.GetString(configFlag)
 	pathSource := "--" + configFlag
@@ -119,6 +122,19 @@ func applyFlagSources(cmd *cobra.Command) error {
 		}
 	})
 	return err
+}
+
+// cobraBuiltin reports cobra's own commands (help, completion and the
+// hidden completion helpers), which a config file for real commands must
+// not break.
+func cobraBuiltin(cmd *cobra.Command) bool {
+	for c := cmd; c != nil && c.HasParent(); c = c.Parent() {
+		switch c.Name() {
+		case "help", "completion", cobra.ShellCompRequestCmd, cobra.ShellCompNoDescRequestCmd:
+			return true
+		}
+	}
+	return false
 }
 
 // readFlagFile reads a YAML mapping of flag names to values.

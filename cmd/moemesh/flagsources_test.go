@@ -205,6 +205,8 @@ func TestFlagSourcesRealCommands(t *testing.T) {
 		{"model and tokens from the file", nil, "model: " + dir + "\ntokens: 1,2\n", []string{"logits"}, ExitOK},
 		{"bad layout from the environment", map[string]string{"MOEMESH_WORKERS": "3", "MOEMESH_TP": "2"}, "", []string{"logits", "--model", dir, "--tokens", "1"}, ExitUsage},
 		{"key of another command", nil, "prompt: hello\n", []string{"logits", "--model", dir, "--tokens", "1"}, ExitUsage},
+		{"help ignores the file", map[string]string{"MOEMESH_CONFIG": writeFile(t, "gen.yaml", "prompt: hello\n")}, "", []string{"help", "generate"}, ExitOK},
+		{"completion ignores the file", map[string]string{"MOEMESH_CONFIG": writeFile(t, "gen.yaml", "prompt: hello\n")}, "", []string{"completion", "bash"}, ExitOK},
 		{"bad context in the file", nil, "context: many\n", []string{"logits", "--model", dir, "--tokens", "1"}, ExitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
