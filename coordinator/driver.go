@@ -149,7 +149,8 @@ func layerProto(p *sharding.Placement, layer int) *pb.LayerPlacement {
 }
 
 // all runs f for every worker concurrently; the first error cancels the
-// others and is returned, naming the worker.
+// others. It returns a *WorkerError naming the worker at the root of the
+// failure, not one cancelled because of it.
 func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -160,23 +161,71 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 		go func() {
 			defer wg.Done()
 			if err := f(ctx, w); err != nil {
-				errs[w] = fmt.Errorf("worker %d: %w", w, err)
+				errs[w] = err
 				cancel()
 			}
 		}()
 	}
 	wg.Wait()
-	// Report the root cause, not the cancellations it caused.
-	var first error
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
-			return err
+	// Report the root cause, not the cancellations it caused, in this
+	// order: a peer the workers report lost, a worker whose own connection
+	// failed, any other failure, then a cancellation.
+	addr := func(w int) string {
+		if w < len(d.conns) && d.conns[w] != nil {
+			return d.conns[w].Target()
 		}
-		if first == nil {
-			first = err
+		return "?"
+	}
+	blame := func(w, reporter int, unreachable bool) error {
+		return &WorkerError{Worker: w, Addr: addr(w), Unreachable: unreachable, Reporter: reporter, Err: errs[reporter]}
+	}
+	// A peer reported lost: the one whose own connection failed too, else
+	// the one most workers name (a loss can cascade into others).
+	votes := make([]int, len(errs))
+	reporter := make([]int, len(errs))
+	best := -1
+	for w, err := range errs {
+		if c := status.Code(err); c == codes.Unavailable || c == codes.Aborted {
+			if p := lostPeer(err, len(errs)); p >= 0 {
+				if votes[p] == 0 {
+					reporter[p] = w
+				}
+				votes[p]++
+				if best < 0 || votes[p] > votes[best] {
+					best = p
+				}
+			}
 		}
 	}
-	return first
+	for p, v := range votes {
+		if v > 0 && status.Code(errs[p]) == codes.Unavailable && lostPeer(errs[p], len(errs)) < 0 {
+			return blame(p, p, true)
+		}
+	}
+	if best >= 0 {
+		return blame(best, reporter[best], true)
+	}
+	for w, err := range errs {
+		if status.Code(err) == codes.Unavailable {
+			return blame(w, w, true)
+		}
+	}
+	first := -1
+	for w, err := range errs {
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
+			return blame(w, w, false)
+		}
+		if first < 0 {
+			first = w
+		}
+	}
+	if first >= 0 {
+		return blame(first, first, false)
+	}
+	return nil
 }
 
 // Group returns the attention group that serves sequence id.

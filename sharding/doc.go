@@ -12,7 +12,8 @@
 //   - PlaceExperts and Placement: which workers host which experts,
 //     with optional load-aware replicas, and Route, the deterministic
 //     choice of the replica that serves a token.
-//   - WorkerMemory and PlanMemory: bytes of weights and KV cache per worker.
+//   - WorkerMemory and PlanMemory: bytes of weights and KV cache per worker;
+//     KVCacheBytes: the KV cache of a whole cluster at a given value size.
 //   - MoEDispatch and MoETrafficBytes: the expert-parallel dispatch volume.
 //
 // ModelShape carries the few config.json fields these need;

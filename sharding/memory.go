@@ -1,6 +1,9 @@
 package sharding
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // MemoryEstimate is the memory one worker needs, in bytes. Weights use
 // ModelShape.BytesPerParam per parameter and so does the KV cache.
@@ -116,4 +119,36 @@ func workerMemory(shape ModelShape, layout Layout, p *Placement, worker int, kvT
 	m.KVCache = int64(kvTokens) * layers * kv * 2 * b
 	m.Total = m.Weights + m.KVCache
 	return m, nil
+}
+
+// KVCacheBytes returns the bytes of KV cache all workers of layout hold
+// together when every attention group caches tokens tokens and one cached
+// value takes bytesPerValue bytes (the engine keeps K and V in float32, 4
+// bytes, whatever the weights' type). Each rank stores K and V of its KV
+// heads (replicas included, see SplitHeads) in every layer, so the sum is
+// DP × Σ_rank tokens × Layers × 2 × NumKV(rank) × HeadDim × bytesPerValue.
+// Errors wrap ErrInvalid (also for a product beyond int64) or ErrIndivisible.
+func KVCacheBytes(shape ModelShape, layout Layout, tokens, bytesPerValue int) (int64, error) {
+	if err := shape.Validate(); err != nil {
+		return 0, err
+	}
+	if err := layout.Validate(); err != nil {
+		return 0, err
+	}
+	if tokens < 0 || bytesPerValue <= 0 {
+		return 0, fmt.Errorf("%w: KV cache of %d tokens at %d bytes a value", ErrInvalid, tokens, bytesPerValue)
+	}
+	heads, err := SplitHeads(shape.Heads, shape.KVHeads, layout.TP)
+	if err != nil {
+		return 0, err
+	}
+	var kvHeads int64 // KV heads stored by one group, replicas included
+	for _, rh := range heads {
+		kvHeads += int64(rh.NumKV())
+	}
+	perToken := int64(layout.DP) * kvHeads * int64(shape.HeadDim) * int64(shape.Layers) * 2 * int64(bytesPerValue)
+	if int64(tokens) > math.MaxInt64/perToken {
+		return 0, fmt.Errorf("%w: KV cache of %d tokens at %d bytes a token overflows int64", ErrInvalid, tokens, perToken)
+	}
+	return int64(tokens) * perToken, nil
 }

@@ -3,6 +3,7 @@ package sharding
 import (
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -292,5 +293,62 @@ func TestWorkerMemoryPanics(t *testing.T) {
 			}()
 			WorkerMemory(Qwen3_235B_A22B(), l8, p8, w, 0)
 		}()
+	}
+}
+
+// TestKVCacheBytes checks the cluster-wide KV cache against the per-worker
+// figures of PlanMemory and against hand-computed sizes.
+func TestKVCacheBytes(t *testing.T) {
+	tiny := ModelShape{Layers: 4, Hidden: 64, Heads: 8, KVHeads: 2, HeadDim: 16, Vocab: 2048, BytesPerParam: 4, Intermediate: 128}
+	for _, tc := range []struct {
+		name          string
+		shape         ModelShape
+		workers, tp   int
+		tokens, bytes int
+		want          int64
+		wantErr       error
+	}{
+		{"tiny one process", tiny, 1, 1, 8192, 4, 8192 * 4 * 2 * 2 * 16 * 4, nil},
+		{"tiny zero tokens", tiny, 1, 1, 0, 4, 0, nil},
+		{"tiny two groups", tiny, 2, 1, 100, 4, 2 * 100 * 4 * 2 * 2 * 16 * 4, nil},
+		{"tiny tp 2 splits heads", tiny, 2, 2, 100, 4, 100 * 4 * 2 * 2 * 16 * 4, nil},
+		{"tiny tp 4 replicates kv heads", tiny, 4, 4, 100, 4, 100 * 4 * 2 * 4 * 16 * 4, nil},
+		{"235B per token bf16", Qwen3_235B_A22B(), 1, 1, 1, 2, 188 << 10, nil},
+		{"30B 32k tokens f32", Qwen3_30B_A3B(), 8, 8, 32768, 4, 32768 * 2 * (96 << 10) * 2, nil},
+		{"negative tokens", tiny, 1, 1, -100, 4, 0, ErrInvalid},
+		{"zero bytes per value", tiny, 1, 1, 1, 0, 0, ErrInvalid},
+		{"overflow", tiny, 1, 1, math.MaxInt, 4, 0, ErrInvalid},
+		{"tp does not divide heads", ModelShape{Layers: 1, Hidden: 8, Heads: 12, KVHeads: 4, HeadDim: 2, Vocab: 8, BytesPerParam: 2, Intermediate: 8}, 8, 8, 1, 4, 0, ErrIndivisible},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layout, err := NewLayout(tc.workers, tc.tp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := KVCacheBytes(tc.shape, layout, tc.tokens, tc.bytes)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("KVCacheBytes() error = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("KVCacheBytes() = %d, %v; want %d", got, err, tc.want)
+			}
+			// With the weights' own type the sum equals PlanMemory's.
+			if tc.bytes == tc.shape.BytesPerParam && tc.shape.Experts == 0 {
+				plan, err := PlanMemory(tc.shape, layout, nil, tc.tokens)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sum int64
+				for _, m := range plan {
+					sum += m.KVCache
+				}
+				if sum != got {
+					t.Errorf("PlanMemory KV sum %d, KVCacheBytes %d", sum, got)
+				}
+			}
+		})
 	}
 }

@@ -68,7 +68,9 @@ func TestLogitsBadInput(t *testing.T) {
 	}{
 		{"no model", []string{"logits", "--tokens", "1"}, ExitUsage},
 		{"bad token", []string{"logits", "--model", dir, "--tokens", "1,x"}, ExitUsage},
-		{"token out of range", []string{"logits", "--model", dir, "--tokens", "1,99999"}, ExitFailure},
+		{"token out of range", []string{"logits", "--model", dir, "--tokens", "1,99999"}, ExitUsage},
+		{"token at the vocabulary size", []string{"logits", "--model", dir, "--tokens", "2048"}, ExitUsage},
+		{"token out of range on a cluster", []string{"logits", "--model", dir, "--tokens", "999999", "--workers", "2"}, ExitUsage},
 		{"missing model", []string{"logits", "--model", t.TempDir(), "--tokens", "1"}, ExitFailure},
 		{"unknown flag", []string{"logits", "--bogus"}, ExitUsage},
 		{"stray argument", []string{"logits", "extra"}, ExitUsage},

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/model"
@@ -14,9 +19,16 @@ import (
 
 // TestLocalClusterWorkerDies starts three real worker processes, runs a
 // step, kills one worker with SIGKILL and checks that the next step fails
-// with a clear error within its deadline, and that stopping the cluster
+// within its deadline with an error naming the killed worker (not one of
+// the survivors whose calls were cancelled), and that stopping the cluster
 // leaves no worker process behind.
 func TestLocalClusterWorkerDies(t *testing.T) {
+	for _, victim := range []int{0, 1, 2} {
+		t.Run(fmt.Sprintf("worker %d", victim), func(t *testing.T) { testWorkerDies(t, victim) })
+	}
+}
+
+func testWorkerDies(t *testing.T, victim int) {
 	var procs []*exec.Cmd
 	workerStarted = func(_ int, c *exec.Cmd) { procs = append(procs, c) }
 	defer func() { workerStarted = nil }()
@@ -50,7 +62,7 @@ func TestLocalClusterWorkerDies(t *testing.T) {
 	if len(procs) != 3 {
 		t.Fatalf("%d worker processes seen, want 3", len(procs))
 	}
-	if err := procs[1].Process.Kill(); err != nil {
+	if err := procs[victim].Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -62,6 +74,16 @@ func TestLocalClusterWorkerDies(t *testing.T) {
 		t.Errorf("the failure took %v", took)
 	}
 	t.Logf("step error: %v", err)
+	var we *coordinator.WorkerError
+	if !errors.As(err, &we) {
+		t.Fatalf("step error %v is not a *coordinator.WorkerError", err)
+	}
+	if we.Worker != victim || !we.Unreachable {
+		t.Errorf("blamed worker %d (unreachable %v, reported by %d), want worker %d unreachable", we.Worker, we.Unreachable, we.Reporter, victim)
+	}
+	if code := status.Code(err); code != codes.Unavailable && code != codes.Aborted {
+		t.Errorf("status %v, want Unavailable or Aborted", code)
+	}
 	stop()
 	stopped = true
 	for i, p := range procs {

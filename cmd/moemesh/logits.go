@@ -70,6 +70,13 @@ func (o *logitsOptions) Run(ctx context.Context, s IOStreams) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	cfg, err := model.LoadConfig(o.Model)
+	if err != nil {
+		return err
+	}
+	if err := checkTokenIDs(o.ids, cfg.VocabSize); err != nil {
+		return err
+	}
 	st, pool, closeFn, err := o.Cluster.Stepper(ctx, s, o.Model)
 	if err != nil {
 		return err
@@ -85,6 +92,17 @@ func (o *logitsOptions) Run(ctx context.Context, s IOStreams) error {
 		return err
 	}
 	return writeLogitsJSON(s, rows)
+}
+
+// checkTokenIDs reports, as a usage error, the first id of --tokens that is
+// not below the model's vocab_size.
+func checkTokenIDs(ids []int32, vocab int) error {
+	for i, id := range ids {
+		if int(id) >= vocab {
+			return usagef("--tokens: item %d, token id %d, is not below the model's vocabulary size %d (vocab_size in config.json)", i+1, id, vocab)
+		}
+	}
+	return nil
 }
 
 // writeLogitsJSON writes {"logits": [[...], ...]} with each value in the

@@ -30,9 +30,14 @@ func newRootCmd(s IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "moemesh",
 		Short:         "Serve Qwen3 Mixture-of-Experts models across many workers",
+		Long:          "Serve Qwen3 Mixture-of-Experts models across many workers.\n\n" + flagSourcesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Fill the flags not given on the command line from the
+		// environment and the config file (flagsources.go).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return applyFlagSources(cmd) },
 	}
+	root.PersistentFlags().String(configFlag, "", "YAML file of flag values (flag name: value); also $MOEMESH_CONFIG")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
@@ -42,6 +47,9 @@ func newRootCmd(s IOStreams) *cobra.Command {
 	}
 	return root
 }
+
+// A subcommand's own PersistentPreRunE must not hide the root's.
+func init() { cobra.EnableTraverseRunHooks = true }
 
 // subcommands is filled by init functions of the files that define them.
 var subcommands []func(IOStreams) *cobra.Command
