@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -140,6 +141,20 @@ func waitHealthy(ctx context.Context, url string) bool {
 	}
 }
 
+// workerEnv is this process's environment without the MOEMESH_<FLAG>
+// variables meant for this command (a worker has flags of the same names,
+// e.g. --gossip-addr); the cache directory stays.
+func workerEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "MOEMESH_") && !strings.HasPrefix(kv, "MOEMESH_CACHE=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
 // workerProcs are the worker processes of a local cluster.
 type workerProcs struct {
 	procs  []*exec.Cmd
@@ -178,7 +193,7 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 			"--etcd-endpoints", endpoints[0], "--etcd-prefix", o.coord.Etcd.Prefix, "--id", fmt.Sprintf("w%d", i),
 			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String())
 		cmd.Stderr = stderr
-		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/max(o.Workers, 1))))
+		cmd.Env = append(workerEnv(), fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/max(o.Workers, 1))))
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			return w, err
