@@ -12,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
 
 	"github.com/moemesh/moemesh/coordinator/internal/zapslog"
 )
@@ -49,6 +50,7 @@ func DefaultConfig(dir string) Config {
 type Etcd struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	closing   chan struct{} // closed by Close: ends the open client streams
 	closeOnce sync.Once
 }
 
@@ -84,6 +86,8 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	ec.LogLevel = "error"
 	ec.Logger = "zap"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(cfg.Log, zapcore.ErrorLevel))
+	closing := make(chan struct{})
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(endOnClose(closing))}
 
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
@@ -94,29 +98,62 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
+		close(closing)
 		e.Close()
 		return nil, fmt.Errorf("etcdembed: etcd in %s failed while starting: %w", cfg.Dir, err)
 	case <-timer.C:
+		close(closing)
 		e.Server.Stop()
 		e.Close()
 		return nil, fmt.Errorf("etcdembed: etcd in %s not ready within %v (is the data dir another cluster's?)", cfg.Dir, cfg.StartTimeout)
 	case <-ctx.Done():
+		close(closing)
 		e.Server.Stop()
 		e.Close()
 		return nil, fmt.Errorf("etcdembed: start etcd in %s: %w", cfg.Dir, ctx.Err())
 	}
-	return &Etcd{etcd: e, endpoints: []string{curl.String()}}, nil
+	return &Etcd{etcd: e, endpoints: []string{curl.String()}, closing: closing}, nil
 }
 
 // Endpoints returns the client URLs to give clientv3 (or store.Config).
 func (e *Etcd) Endpoints() []string { return append([]string(nil), e.endpoints...) }
 
 // Close stops the server and releases its ports and data dir; it may be
-// called more than once.
+// called more than once. Clients' open watches and lease keepalives end
+// with an error (they reconnect when a server is back).
 func (e *Etcd) Close() error {
-	e.closeOnce.Do(e.etcd.Close)
+	e.closeOnce.Do(func() {
+		close(e.closing)
+		e.etcd.Close()
+	})
 	return nil
 }
+
+// endOnClose cancels every client stream (watches, lease keepalives) once
+// closing is closed. Without it etcd's graceful stop waits its full request
+// timeout (over 5s) for streams that never end on their own.
+func endOnClose(closing <-chan struct{}) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// ctxStream is a server stream with its context replaced.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 // loopbackURL parses an http URL on a loopback host and replaces port 0 by a
 // free port.
