@@ -1,0 +1,182 @@
+package etcdembed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+
+	"github.com/moemesh/moemesh/coordinator/internal/zapslog"
+)
+
+// Config configures the embedded etcd server.
+type Config struct {
+	// Dir is the data directory (required). Starting again on the same Dir
+	// and URLs resumes the same one-member cluster with its data.
+	Dir string
+	// Name is the member name; it must stay the same across restarts on Dir.
+	Name string
+	// ClientURL is where clients connect; PeerURL is the (unused, one-member)
+	// raft URL. Both must be http on a loopback host. Port 0 picks a free
+	// port at Start; Endpoints reports the one chosen.
+	ClientURL, PeerURL string
+	// Log receives etcd's error-level logs; nil drops them.
+	Log *slog.Logger
+	// StartTimeout bounds the wait for the server to be ready.
+	StartTimeout time.Duration
+}
+
+// DefaultConfig returns a Config for a loopback-only, one-member etcd in dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:          dir,                  // caller's data directory
+		Name:         "moemesh",            // stable, so restarts on dir find their member
+		ClientURL:    "http://127.0.0.1:0", // loopback only: nothing outside the machine reaches it; free port
+		PeerURL:      "http://127.0.0.1:0", // loopback only: one member has no peers
+		Log:          slog.Default(),       // errors only (etcd is chatty at info)
+		StartTimeout: 30 * time.Second,     // a cold start with WAL replay takes well under this
+	}
+}
+
+// Etcd is a running embedded etcd server.
+type Etcd struct {
+	etcd      *embed.Etcd
+	endpoints []string
+	closing   chan struct{} // closed by Close: ends the open client streams
+	closeOnce sync.Once
+}
+
+// Start starts the server and waits until it serves clients, StartTimeout
+// passes, or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Etcd, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("etcdembed: Config.Dir is required (the data directory)")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("etcdembed: Config.Name is required (use DefaultConfig)")
+	}
+	if cfg.StartTimeout <= 0 {
+		return nil, fmt.Errorf("etcdembed: Config.StartTimeout %v must be positive", cfg.StartTimeout)
+	}
+	curl, err := loopbackURL("ClientURL", cfg.ClientURL)
+	if err != nil {
+		return nil, err
+	}
+	purl, err := loopbackURL("PeerURL", cfg.PeerURL)
+	if err != nil {
+		return nil, err
+	}
+
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.Dir
+	ec.ListenClientUrls = []url.URL{*curl}
+	ec.AdvertiseClientUrls = []url.URL{*curl}
+	ec.ListenPeerUrls = []url.URL{*purl}
+	ec.AdvertisePeerUrls = []url.URL{*purl}
+	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
+	ec.LogLevel = "error"
+	ec.Logger = "zap"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(cfg.Log, zapcore.ErrorLevel))
+	closing := make(chan struct{})
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(endOnClose(closing))}
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("etcdembed: start etcd in %s (client %s, peer %s): %w", cfg.Dir, curl, purl, err)
+	}
+	timer := time.NewTimer(cfg.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		close(closing)
+		e.Close()
+		return nil, fmt.Errorf("etcdembed: etcd in %s failed while starting: %w", cfg.Dir, err)
+	case <-timer.C:
+		close(closing)
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("etcdembed: etcd in %s not ready within %v (is the data dir another cluster's?)", cfg.Dir, cfg.StartTimeout)
+	case <-ctx.Done():
+		close(closing)
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("etcdembed: start etcd in %s: %w", cfg.Dir, ctx.Err())
+	}
+	return &Etcd{etcd: e, endpoints: []string{curl.String()}, closing: closing}, nil
+}
+
+// Endpoints returns the client URLs to give clientv3 (or store.Config).
+func (e *Etcd) Endpoints() []string { return append([]string(nil), e.endpoints...) }
+
+// Close stops the server and releases its ports and data dir; it may be
+// called more than once. Clients' open watches and lease keepalives end
+// with an error (they reconnect when a server is back).
+func (e *Etcd) Close() error {
+	e.closeOnce.Do(func() {
+		close(e.closing)
+		e.etcd.Close()
+	})
+	return nil
+}
+
+// endOnClose cancels every client stream (watches, lease keepalives) once
+// closing is closed. Without it etcd's graceful stop waits its full request
+// timeout (over 5s) for streams that never end on their own.
+func endOnClose(closing <-chan struct{}) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// ctxStream is a server stream with its context replaced.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// loopbackURL parses an http URL on a loopback host and replaces port 0 by a
+// free port.
+func loopbackURL(field, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("etcdembed: Config.%s %q: %w", field, raw, err)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if u.Scheme != "http" || err != nil || u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("etcdembed: Config.%s %q: want http://HOST:PORT", field, raw)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("etcdembed: Config.%s %q: the embedded etcd listens on loopback only (127.0.0.1, ::1, localhost)", field, raw)
+	}
+	if port == "0" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("etcdembed: Config.%s: find a free port on %s: %w", field, host, err)
+		}
+		u.Host = l.Addr().String()
+		l.Close()
+	}
+	u.Path = ""
+	return u, nil
+}
