@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/moemesh/moemesh/coordinator/control"
 )

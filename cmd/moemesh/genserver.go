@@ -59,4 +59,3 @@ func (o *generateOptions) runRemote(ctx context.Context, s IOStreams) error {
 }
 
 func ptr[T any](v T) *T { return &v }
-

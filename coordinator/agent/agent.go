@@ -52,8 +52,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Device:        "cpu",
-		LeaseTTL:      5 * time.Second,       // memberlist detects deaths faster; the lease is the fence
-		LoadTimeout:   5 * time.Minute,       // loading a large shard from disk
+		LeaseTTL:      5 * time.Second,        // memberlist detects deaths faster; the lease is the fence
+		LoadTimeout:   5 * time.Minute,        // loading a large shard from disk
 		RetryInterval: 200 * time.Millisecond, // registration retries while etcd or an old lease is in the way
 		Gossip:        membership.DefaultConfig(),
 	}
@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return nil // ctx ended
 		}
-		joinSeeds(ctx, cfg.Store, ml, log)
+		JoinSeeds(ctx, cfg.Store, ml, log)
 		fenced := a.serve(ctx, reg)
 		if isCrash() {
 			crashed = true
@@ -232,21 +232,12 @@ func (a *agent) update(ctx context.Context, reg *store.Registration) {
 	}
 }
 
-// joinSeeds joins the memberlist of the nodes registered in etcd.
-func joinSeeds(ctx context.Context, st *store.Store, ml *membership.Membership, log *slog.Logger) {
-	var seeds []string
-	if ws, err := st.Workers(ctx); err == nil {
-		for _, w := range ws {
-			seeds = append(seeds, w.GossipAddr)
-		}
-	}
-	if cs, err := st.Coordinators(ctx); err == nil {
-		for _, c := range cs {
-			seeds = append(seeds, c.GossipAddr)
-		}
-	}
-	seeds = slices.DeleteFunc(seeds, func(s string) bool { return s == "" || s == ml.Addr() })
-	if len(seeds) == 0 {
+// JoinSeeds joins ml to the memberlist of the nodes registered in etcd
+// (Join skips ml's own address); failures are logged, not fatal: the
+// others join this node when they start.
+func JoinSeeds(ctx context.Context, st *store.Store, ml *membership.Membership, log *slog.Logger) {
+	seeds, err := st.GossipSeeds(ctx)
+	if err != nil || len(seeds) <= 1 {
 		return
 	}
 	jctx, cancel := context.WithTimeout(ctx, 2*time.Second)

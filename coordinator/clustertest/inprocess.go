@@ -68,11 +68,11 @@ type ipCluster struct {
 	coords  []Member
 }
 
-func (c *ipCluster) Config() Config          { return c.cfg }
-func (c *ipCluster) Etcd() *storetest.Etcd   { return c.etcd }
-func (c *ipCluster) Store() *store.Store     { return c.st }
-func (c *ipCluster) Workers() []Member       { return c.workers }
-func (c *ipCluster) Coordinators() []Member  { return c.coords }
+func (c *ipCluster) Config() Config         { return c.cfg }
+func (c *ipCluster) Etcd() *storetest.Etcd  { return c.etcd }
+func (c *ipCluster) Store() *store.Store    { return c.st }
+func (c *ipCluster) Workers() []Member      { return c.workers }
+func (c *ipCluster) Coordinators() []Member { return c.coords }
 
 // ipWorker is a worker server and its agent.
 type ipWorker struct {
@@ -120,12 +120,12 @@ func (w *ipWorker) stop(crash bool) {
 	})
 }
 
-func (w *ipWorker) ID() string                { return w.id }
-func (w *ipWorker) Addr() string              { return w.srv.Addr() }
-func (w *ipWorker) HTTPAddr() string          { return "" }
-func (w *ipWorker) Kill(testing.TB)           { w.stop(true) }
-func (w *ipWorker) Pause(testing.TB) error    { return ErrUnsupported }
-func (w *ipWorker) Resume(testing.TB) error   { return ErrUnsupported }
+func (w *ipWorker) ID() string              { return w.id }
+func (w *ipWorker) Addr() string            { return w.srv.Addr() }
+func (w *ipWorker) HTTPAddr() string        { return "" }
+func (w *ipWorker) Kill(testing.TB)         { w.stop(true) }
+func (w *ipWorker) Pause(testing.TB) error  { return ErrUnsupported }
+func (w *ipWorker) Resume(testing.TB) error { return ErrUnsupported }
 
 // ipCoordinator is a control plane and its front doors.
 type ipCoordinator struct {

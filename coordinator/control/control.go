@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moemesh/moemesh/coordinator/agent"
 	"github.com/moemesh/moemesh/coordinator/engine"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/membership"
@@ -179,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, fmt.Errorf("control: registering coordinator %s: %w", cfg.ID, err)
 	}
 	c.reg = reg
-	joinSeeds(ctx, c.st, ml, c.log)
+	agent.JoinSeeds(ctx, c.st, ml, c.log)
 	run, stop := context.WithCancel(context.Background())
 	c.stop = stop
 	c.wg.Add(3)
@@ -187,35 +188,6 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	go func() { defer c.wg.Done(); c.eventLoop(run) }()
 	go func() { defer c.wg.Done(); c.etcdProbeLoop(run) }()
 	return c, nil
-}
-
-// joinSeeds joins the memberlist of the nodes registered in etcd.
-func joinSeeds(ctx context.Context, st *store.Store, ml *membership.Membership, log *slog.Logger) {
-	var seeds []string
-	if ws, err := st.Workers(ctx); err == nil {
-		for _, w := range ws {
-			seeds = append(seeds, w.GossipAddr)
-		}
-	}
-	if cs, err := st.Coordinators(ctx); err == nil {
-		for _, c := range cs {
-			seeds = append(seeds, c.GossipAddr)
-		}
-	}
-	var others []string
-	for _, s := range seeds {
-		if s != "" && s != ml.Addr() {
-			others = append(others, s)
-		}
-	}
-	if len(others) == 0 {
-		return
-	}
-	jctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := ml.Join(jctx, others); err != nil {
-		log.Warn("joining the memberlist", "seeds", others, "err", err)
-	}
 }
 
 // Health returns the coordinator's state.

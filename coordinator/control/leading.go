@@ -158,7 +158,9 @@ func (ld *leading) adopt(ctx context.Context, rec *pb.PlacementRecord) bool {
 
 // initial waits for enough workers and publishes the first placement.
 func (ld *leading) initial(ctx context.Context) error {
-	ld.c.setHealth(func(h *Health) { h.Reason = fmt.Sprintf("leader: waiting for %d workers to register", ld.c.cfg.Workers) })
+	ld.c.setHealth(func(h *Health) {
+		h.Reason = fmt.Sprintf("leader: waiting for %d workers to register", ld.c.cfg.Workers)
+	})
 	watch := ld.c.st.WatchWorkers(ctx)
 	for {
 		cands, err := ld.candidates(ctx, nil)
@@ -235,7 +237,9 @@ func (ld *leading) publishAndWait(ctx context.Context, p planner.Plan, epoch, me
 	for _, s := range p.Spares {
 		rec.Spares = append(rec.Spares, s.ID)
 	}
-	ld.c.setHealth(func(h *Health) { h.Ready, h.Reason = false, fmt.Sprintf("leader: publishing placement epoch %d (%s)", epoch, reason) })
+	ld.c.setHealth(func(h *Health) {
+		h.Ready, h.Reason = false, fmt.Sprintf("leader: publishing placement epoch %d (%s)", epoch, reason)
+	})
 	for {
 		err := ld.c.st.PublishPlacement(ctx, ld.l, rec)
 		if err == nil {
@@ -251,7 +255,9 @@ func (ld *leading) publishAndWait(ctx context.Context, p planner.Plan, epoch, me
 	}
 	ld.published, ld.publishedMesh = max(ld.published, epoch), max(ld.publishedMesh, meshEpoch)
 	ld.log.Info("published placement", "epoch", epoch, "workers", rec.WorkerIds, "tp", p.Layout.TP, "spares", rec.Spares, "reason", reason)
-	ld.c.setHealth(func(h *Health) { h.Reason = fmt.Sprintf("leader: waiting for %d workers to load placement epoch %d", len(rec.WorkerIds), epoch) })
+	ld.c.setHealth(func(h *Health) {
+		h.Reason = fmt.Sprintf("leader: waiting for %d workers to load placement epoch %d", len(rec.WorkerIds), epoch)
+	})
 	if err := ld.waitReady(ctx, rec); err != nil {
 		return err
 	}
@@ -416,7 +422,7 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, ld.c.cfg.ReadyTimeout)
 	defer cancel()
-	ld.c.setHealth(func(h *Health) { h.Ready, h.Reason = false, "recovering: " + cause.Error() })
+	ld.c.setHealth(func(h *Health) { h.Ready, h.Reason = false, "recovering: "+cause.Error() })
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("control: recovery from %v: %w", cause, err)
@@ -499,4 +505,3 @@ func (ld *leading) findDead(ctx context.Context) map[string]bool {
 	}
 	return dead
 }
-
