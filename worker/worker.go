@@ -494,7 +494,7 @@ func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Bu
 			g, _ := sampling.New(sampling.Greedy())
 			s = &seqSampler{s: g}
 		}
-		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i]))
+		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i], len(s.prompt)+len(s.generated)))
 	}
 	return out, nil
 }
