@@ -87,10 +87,13 @@ func vocabRanges(cfg *model.Config, tp int) []model.HeadRange {
 	return out
 }
 
-// seqSampler is a sequence's sampling state on rank 0 of its group: the
-// seeded sampler and the history its penalties read. Tokens fed before the
-// first sample are the prompt; every later fed token is the one sampled in
-// the step before.
+// seqSampler is a sequence's sampling state on every rank of its group:
+// the seeded sampler and the history its penalties read. With
+// SeqStep.prompt_len > 0, positions below it are the prompt and the others
+// generated tokens, so a sequence resubmitted from prompt + generated as
+// one prefill samples as the uninterrupted one; with 0, tokens fed before
+// the first sample are the prompt and every later fed token is the one
+// sampled in the step before.
 type seqSampler struct {
 	s          *sampling.Sampler
 	prompt     []int
@@ -98,9 +101,14 @@ type seqSampler struct {
 	hasSampled bool
 }
 
-func (st *seqSampler) feed(tokens []int32) {
-	for _, t := range tokens {
-		if st.hasSampled {
+// feed appends tokens fed at positions [start, start+len(tokens)).
+func (st *seqSampler) feed(tokens []int32, start, promptLen int) {
+	for j, t := range tokens {
+		gen := st.hasSampled
+		if promptLen > 0 {
+			gen = start+j >= promptLen
+		}
+		if gen {
 			st.generated = append(st.generated, int(t))
 		} else {
 			st.prompt = append(st.prompt, int(t))
@@ -384,7 +392,7 @@ func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler,
 			w.samplers[s.SeqId] = st
 		}
 		if st != nil {
-			st.feed(s.Tokens)
+			st.feed(s.Tokens, int(s.StartPos), int(s.PromptLen))
 		}
 		if !s.Sample || params == nil {
 			st = nil
