@@ -252,7 +252,7 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	for i := range all {
 		all[i] = i
 	}
-	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), step: &w.step, b: b, vocab: vocabRanges(cfg, layout.TP)}
+	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), b: b, vocab: vocabRanges(cfg, layout.TP)}
 	m.FFN = &meshMoE{m: m, ex: ex, self: self, layout: layout, place: pl, all: all}
 	w.resident = m.W.ResidentBytes()
 	w.state = pb.WorkerState_WORKER_STATE_SERVING
@@ -286,7 +286,6 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 	}
 	start := time.Now()
 	w.step = req.Step
-	w.m.FFN.(*meshMoE).step = req.Step
 	group := w.layout.Group(w.self)
 	var in []model.SeqInput
 	var ids []uint64
@@ -315,7 +314,7 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 	if err != nil {
 		return nil, err
 	}
-	x, rows, err := w.m.Hidden(ctx, in)
+	x, rows, err := w.m.Hidden(ctx, req.Step, in)
 	if err != nil {
 		return nil, stepError(err)
 	}
@@ -327,7 +326,7 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 		if w.candidatesSuffice(req, in, smp) {
 			tokens, err = w.sampleCandidates(ctx, req.Step, x, rows, in, smp)
 		} else {
-			if logits, err = w.m.Logits(ctx, x, rows); err == nil && rank0 {
+			if logits, err = w.m.Logits(ctx, req.Step, x, rows); err == nil && rank0 {
 				tokens = w.sampleFull(logits, in, smp)
 			}
 		}
