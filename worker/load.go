@@ -225,6 +225,9 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	} else {
 		loaded, err = b.m.LoadExperts(ctx, missing, true)
 	}
+	if w.afterRead != nil {
+		w.afterRead()
+	}
 
 	w.stepMu.Lock()
 	defer w.refreshHealth()

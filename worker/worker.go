@@ -99,6 +99,8 @@ type Worker struct {
 	draining bool
 	stopped  bool
 	done     chan struct{} // closed when Shutdown has stopped the worker
+
+	afterRead func() // test hook: runs after LoadShard read the weights, before it installs them
 }
 
 // healthView is what Health reports, updated whenever epochs change.
