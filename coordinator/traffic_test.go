@@ -17,13 +17,13 @@ type recordingFFN struct {
 	routes map[int]model.Routing
 }
 
-func (r *recordingFFN) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens int) error {
+func (r *recordingFFN) MoE(ctx context.Context, step uint64, l int, h, out kernels.Buffer, tokens int) error {
 	rt, err := r.m.Route(l, h, tokens)
 	if err != nil {
 		return err
 	}
 	r.routes[l] = rt
-	return model.LocalMoE{M: r.m}.MoE(ctx, l, h, out, tokens)
+	return model.LocalMoE{M: r.m}.MoE(ctx, step, l, h, out, tokens)
 }
 
 // TestMoETraffic counts the bytes each worker sends on the MoE path in one

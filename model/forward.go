@@ -25,8 +25,13 @@ type SeqInput struct {
 // Reducer sums a tensor across the tensor-parallel group in place. The
 // single-process model uses none. Implementations must give every rank the
 // bitwise-identical result.
+//
+// step, here and in VocabReducer and FFN, is the tag of the step the call
+// belongs to, passed unchanged from Model.Hidden and Model.Logits: the
+// processes of a cluster tag their exchanges with it so that they match
+// (a worker passes StepRequest.step). The model gives it no meaning.
 type Reducer interface {
-	AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error
+	AllReduceSum(ctx context.Context, step uint64, layer int, buf kernels.Buffer, n int) error
 }
 
 // VocabReducer joins the vocabulary-parallel pieces of a tensor-parallel
@@ -35,17 +40,18 @@ type Reducer interface {
 type VocabReducer interface {
 	// AllReduceEmbed sums the ranks' partial embeddings x [n, hidden] in
 	// place (each token's row is non-zero on the rank holding its id).
-	AllReduceEmbed(ctx context.Context, x kernels.Buffer, n int) error
+	AllReduceEmbed(ctx context.Context, step uint64, x kernels.Buffer, n int) error
 	// GatherLogits joins every rank's logits slice: local is [rows,
 	// Hi−Lo] of this rank's vocabulary range; the result is [rows, vocab].
-	GatherLogits(ctx context.Context, local []float32, rows int) ([]float32, error)
+	GatherLogits(ctx context.Context, step uint64, local []float32, rows int) ([]float32, error)
 }
 
 // FFN computes the feed-forward block of an MoE layer: out[t,:] = Σ_e w_e ·
 // expert_e(h[t,:]) for tokens [0, tokens). out is zeroed by the caller.
-// LocalMoE runs every expert in-process; a worker swaps in a dispatching one.
+// LocalMoE runs every expert in-process; a worker swaps in a dispatching
+// one. step is the step's tag (see Reducer).
 type FFN interface {
-	MoE(ctx context.Context, layer int, h, out kernels.Buffer, tokens int) error
+	MoE(ctx context.Context, step uint64, layer int, h, out kernels.Buffer, tokens int) error
 }
 
 // Model is a loaded Qwen3 model (or one shard of it) ready to run batched steps.
@@ -151,26 +157,28 @@ func (m *Model) meta(seqs []SeqInput) (*stepMeta, error) {
 // Forward runs one batched step: it embeds the new tokens, runs every
 // layer (writing their keys and values into the cache), and returns the
 // logits of the requested rows: for each sequence in order, its last token
-// or all its tokens when AllLogits, each row VocabSize floats.
+// or all its tokens when AllLogits, each row VocabSize floats. It tags the
+// step 0 (a single process has no peers to match).
 func (m *Model) Forward(ctx context.Context, seqs []SeqInput) ([][]float32, error) {
-	x, rows, err := m.Hidden(ctx, seqs)
+	x, rows, err := m.Hidden(ctx, 0, seqs)
 	if err != nil {
 		return nil, err
 	}
-	return m.Logits(ctx, x, rows)
+	return m.Logits(ctx, 0, x, rows)
 }
 
 // Hidden runs embedding and all layers and returns the residual stream
 // [tokens, hidden] and the rows whose logits were asked for (see Forward).
-func (m *Model) Hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, []int32, error) {
-	x, st, err := m.hidden(ctx, seqs)
+// step tags the Reducer and FFN calls (see Reducer).
+func (m *Model) Hidden(ctx context.Context, step uint64, seqs []SeqInput) (kernels.Buffer, []int32, error) {
+	x, st, err := m.hidden(ctx, step, seqs)
 	if err != nil {
 		return nil, nil, err
 	}
 	return x, st.outRows, nil
 }
 
-func (m *Model) hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *stepMeta, error) {
+func (m *Model) hidden(ctx context.Context, step uint64, seqs []SeqInput) (kernels.Buffer, *stepMeta, error) {
 	st, err := m.meta(seqs)
 	if err != nil {
 		return nil, nil, err
@@ -180,17 +188,17 @@ func (m *Model) hidden(ctx context.Context, seqs []SeqInput) (kernels.Buffer, *s
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := m.embed(ctx, x, st.ids); err != nil {
+	if err := m.embed(ctx, step, x, st.ids); err != nil {
 		return nil, nil, err
 	}
 	for l := range m.W.Layers {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		if err := m.attention(ctx, l, x, st); err != nil {
+		if err := m.attention(ctx, step, l, x, st); err != nil {
 			return nil, nil, err
 		}
-		if err := m.feedForward(ctx, l, x, st.tokens); err != nil {
+		if err := m.feedForward(ctx, step, l, x, st.tokens); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -211,7 +219,7 @@ func (m *Model) vocabReducer() (VocabReducer, error) {
 // embed writes the embeddings of ids into x [len(ids), hidden]. A
 // vocabulary-parallel shard embeds the ids it holds, leaves zeros for the
 // others, and sums across the group.
-func (m *Model) embed(ctx context.Context, x kernels.Buffer, ids []int32) error {
+func (m *Model) embed(ctx context.Context, step uint64, x kernels.Buffer, ids []int32) error {
 	hid := m.Cfg.HiddenSize
 	if !m.partialVocab() {
 		m.B.Embed(x, m.W.Embed.Buf, ids, hid)
@@ -239,7 +247,7 @@ func (m *Model) embed(ctx context.Context, x kernels.Buffer, ids []int32) error 
 		m.B.Embed(e, m.W.Embed.Buf, local, hid)
 		m.B.ScatterAdd(x, e, rows, ones(len(rows)), hid)
 	}
-	if err := vr.AllReduceEmbed(ctx, x, len(ids)); err != nil {
+	if err := vr.AllReduceEmbed(ctx, step, x, len(ids)); err != nil {
 		return fmt.Errorf("model: embedding all-reduce: %w", err)
 	}
 	return nil
@@ -254,7 +262,7 @@ func ones(n int) []float32 {
 }
 
 // attention is x += o_proj(attn(RMSNorm(x))) for layer l.
-func (m *Model) attention(ctx context.Context, l int, x kernels.Buffer, st *stepMeta) error {
+func (m *Model) attention(ctx context.Context, step uint64, l int, x kernels.Buffer, st *stepMeta) error {
 	c, ly, b := m.Cfg, &m.W.Layers[l], m.B
 	n, hid, d := st.tokens, c.HiddenSize, c.HeadDim
 	nq, nkv := m.QHeads.Len(), m.KVHeads.Len()
@@ -295,7 +303,7 @@ func (m *Model) attention(ctx context.Context, l int, x kernels.Buffer, st *step
 	o := h // reuse: h is dead after q/k/v
 	b.MatMul(o, att, ly.O.Buf, n, hid, nq*d)
 	if m.Reducer != nil {
-		if err := m.Reducer.AllReduceSum(ctx, l, o, n*hid); err != nil {
+		if err := m.Reducer.AllReduceSum(ctx, step, l, o, n*hid); err != nil {
 			return fmt.Errorf("model: layer %d attention all-reduce: %w", l, err)
 		}
 	}
@@ -304,7 +312,7 @@ func (m *Model) attention(ctx context.Context, l int, x kernels.Buffer, st *step
 }
 
 // feedForward is x += FFN(RMSNorm(x)) for layer l.
-func (m *Model) feedForward(ctx context.Context, l int, x kernels.Buffer, n int) error {
+func (m *Model) feedForward(ctx context.Context, step uint64, l int, x kernels.Buffer, n int) error {
 	c, ly, b := m.Cfg, &m.W.Layers[l], m.B
 	hid := c.HiddenSize
 	h, err := m.buf("h", n*hid)
@@ -328,7 +336,7 @@ func (m *Model) feedForward(ctx context.Context, l int, x kernels.Buffer, n int)
 		if ffn == nil {
 			ffn = LocalMoE{m}
 		}
-		if err := ffn.MoE(ctx, l, h, out, n); err != nil {
+		if err := ffn.MoE(ctx, step, l, h, out, n); err != nil {
 			return fmt.Errorf("model: layer %d MoE: %w", l, err)
 		}
 	}
@@ -364,8 +372,8 @@ func (m *Model) expert(e *Expert, x, out kernels.Buffer, rows, inter int) error 
 
 // Logits applies the final norm and lm_head to the given rows of x. A
 // vocabulary-parallel shard computes its slice and gathers the rest from
-// its group, so every rank returns whole rows.
-func (m *Model) Logits(ctx context.Context, x kernels.Buffer, rows []int32) ([][]float32, error) {
+// its group, so every rank returns whole rows; step tags the gather.
+func (m *Model) Logits(ctx context.Context, step uint64, x kernels.Buffer, rows []int32) ([][]float32, error) {
 	n, vocab := len(rows), m.Cfg.VocabSize
 	flat, err := m.LocalLogits(x, rows)
 	if err != nil {
@@ -376,7 +384,7 @@ func (m *Model) Logits(ctx context.Context, x kernels.Buffer, rows []int32) ([][
 		if err != nil {
 			return nil, err
 		}
-		if flat, err = vr.GatherLogits(ctx, flat, n); err != nil {
+		if flat, err = vr.GatherLogits(ctx, step, flat, n); err != nil {
 			return nil, fmt.Errorf("model: logits gather: %w", err)
 		}
 	}

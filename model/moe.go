@@ -156,7 +156,7 @@ type LocalMoE struct{ M *Model }
 var _ FFN = LocalMoE{}
 
 // MoE implements FFN.
-func (lm LocalMoE) MoE(_ context.Context, l int, h, out kernels.Buffer, tokens int) error {
+func (lm LocalMoE) MoE(_ context.Context, _ uint64, l int, h, out kernels.Buffer, tokens int) error {
 	r, err := lm.M.Route(l, h, tokens)
 	if err != nil {
 		return err

@@ -47,7 +47,7 @@ func TopCandidates(p Params, logits []float32, lo int, prompt, generated []int, 
 			}
 		}
 	}
-	s := &Sampler{}
+	var s Sampler
 	local := s.selectTopK(x, k)
 	ids = make([]int32, len(local))
 	vals = make([]float32, len(local))
@@ -57,11 +57,12 @@ func TopCandidates(p Params, logits []float32, lo int, prompt, generated []int, 
 	return ids, vals
 }
 
-// SampleCandidates draws one token from the union of every slice's
-// TopCandidates (with k = CandidateK(s.Params(), vocab)), consuming the
-// random stream exactly as Sample does, so that it returns the token Sample
-// would return for the whole penalized vocabulary. ids need no order.
-func (s *Sampler) SampleCandidates(ids []int32, vals []float32) int {
+// SampleCandidates draws one token for position pos (len(prompt) +
+// len(generated) of the Sample call it stands for) from the union of every
+// slice's TopCandidates (with k = CandidateK(s.Params(), vocab)), with the
+// random number Sample would use, so that it returns the token Sample would
+// return for the whole penalized vocabulary. ids need no order.
+func (s *Sampler) SampleCandidates(ids []int32, vals []float32, pos int) int {
 	k := max(s.p.TopK, 1)
 	order := make([]int, len(ids))
 	for i := range order {
@@ -85,5 +86,5 @@ func (s *Sampler) SampleCandidates(ids []int32, vals []float32) int {
 	if !finite {
 		return 0 // as Sample when every logit is -Inf
 	}
-	return int(global[s.Sample(compact, nil, nil)])
+	return int(global[s.sampleAt(s.penalize(compact, nil, nil), pos)])
 }

@@ -51,7 +51,7 @@ func TestSampleCandidatesEqualsSample(t *testing.T) {
 					i, v := TopCandidates(p, logits[lo:hi], lo, prompt, gen, k)
 					ids, vals = append(ids, i...), append(vals, v...)
 				}
-				got := split.SampleCandidates(ids, vals)
+				got := split.SampleCandidates(ids, vals, len(prompt)+len(gen))
 				if got != want {
 					t.Fatalf("params %d trial %d step %d: SampleCandidates = %d, Sample = %d", pi, trial, step, got, want)
 				}

@@ -1,12 +1,14 @@
 // Package sampling turns a row of next-token logits into a token id.
 //
 // A Params value says how: temperature, top-k, top-p, min-p and the
-// repetition and presence penalties, plus the seed of the random stream.
+// repetition and presence penalties, plus the seed of the random draws.
 // Greedy, ThinkingDefaults and NonThinkingDefaults return the settings the
 // Qwen3 model card recommends; the zero Params is not valid.
 //
-// A Sampler applies one Params to one sequence. It owns a PCG generator
-// seeded from Params.Seed and scratch buffers, so after the first call
+// A Sampler applies one Params to one sequence. Each draw comes from a PCG
+// generator seeded from Params.Seed and the token's position alone, so a
+// Sampler recreated from a sequence's history continues it exactly. It
+// owns scratch buffers, so after the first call
 // Sample allocates nothing and never writes to the caller's logits. The same
 // seed, logits and history give the same tokens on every platform: all the
 // arithmetic is IEEE float32/float64 with explicit rounding and a portable

@@ -52,6 +52,6 @@ func Example() {
 	// Output:
 	// greedy: 1
 	// penalized: 3
-	// sampled: [3 3 1 3 1 1 1 1]
+	// sampled: [3 3 1 1 3 1 1 1]
 	// sampling: invalid parameters: top-p 0 must be in (0, 1] (1 turns it off)
 }

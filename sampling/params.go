@@ -47,7 +47,8 @@ type Params struct {
 	// size. Must be >= 0.
 	TopK int
 
-	// Seed seeds the Sampler's PCG generator. Equal seeds give equal token
+	// Seed, with the position of the token drawn, seeds the PCG generator
+	// of each draw (docs/sampling.md). Equal seeds give equal token
 	// sequences for equal logits; every value, 0 included, is valid.
 	Seed uint64
 }

@@ -7,15 +7,19 @@ import (
 	"slices"
 )
 
-// pcgStream is the second PCG seed word; New seeds the generator with
-// (Params.Seed, Params.Seed^pcgStream). Changing it changes every seeded
-// token sequence.
+// pcgStream is mixed into the second PCG seed word (see drawSeed).
+// Changing it changes every seeded token sequence.
 const pcgStream = 0x9e3779b97f4a7c15
 
-// Sampler draws tokens for one sequence with fixed Params. It is not safe
-// for concurrent use; give each sequence its own Sampler.
+// Sampler draws tokens for one sequence with fixed Params. It keeps no
+// random state between draws: the draw for position pos (the number of
+// tokens of the sequence before the one drawn) depends only on Params.Seed
+// and pos, so a Sampler recreated from a sequence's history continues it
+// exactly. It is not safe for concurrent use; give each sequence its own
+// Sampler.
 type Sampler struct {
 	p   Params
+	pcg *rand.PCG // reseeded for every draw
 	rng *rand.Rand
 
 	// Scratch, grown to the vocabulary size on first use and reused.
@@ -24,19 +28,41 @@ type Sampler struct {
 	w    []float64 // w[i] is the unnormalized probability of cand[i]
 }
 
-// New returns a Sampler for p, with its PCG generator seeded from p.Seed.
-// It returns an error wrapping ErrBadParams if p.Validate fails.
+// New returns a Sampler for p. It returns an error wrapping ErrBadParams
+// if p.Validate fails.
 func New(p Params) (*Sampler, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Sampler{p: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^pcgStream))}, nil
+	pcg := rand.NewPCG(0, 0)
+	return &Sampler{p: p, pcg: pcg, rng: rand.New(pcg)}, nil
+}
+
+// drawSeed returns the PCG seed words of the draw at position pos:
+//
+//	hi = seed
+//	lo = seed ^ 0x9e3779b97f4a7c15 ^ splitmix64(pos)
+//
+// where splitmix64 is the SplitMix64 output function (Steele et al. 2014)
+// of pos: z = pos + 0x9e3779b97f4a7c15; z = (z ^ z>>30) * 0xbf58476d1ce4e5b9;
+// z = (z ^ z>>27) * 0x94d049bb133111eb; z ^ z>>31. The draw is the first
+// Float64 of math/rand/v2's PCG seeded with (hi, lo).
+func drawSeed(seed uint64, pos int) (hi, lo uint64) {
+	return seed, seed ^ pcgStream ^ splitmix64(uint64(pos))
+}
+
+func splitmix64(x uint64) uint64 {
+	z := x + 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
 }
 
 // Params returns the parameters s was created with.
 func (s *Sampler) Params() Params { return s.p }
 
-// Sample returns the next token id, in [0, len(logits)).
+// Sample returns the next token id, in [0, len(logits)), for position
+// len(prompt)+len(generated).
 //
 // logits holds one score per vocabulary id; Sample reads it and never
 // writes to it. prompt and generated are the token ids of the prompt and of
@@ -46,19 +72,24 @@ func (s *Sampler) Params() Params { return s.p }
 //
 // With Temperature 0 the result is the arg max of the penalized logits, ties
 // to the lowest id, and no random number is drawn. Otherwise exactly one is
-// drawn, unless every logit is -Inf or NaN, in which case Sample returns 0.
-// Sample panics if logits is empty.
+// drawn, from the generator of (Seed, position) (see drawSeed), unless
+// every logit is -Inf or NaN, in which case Sample returns 0. Sample panics
+// if logits is empty.
 func (s *Sampler) Sample(logits []float32, prompt, generated []int) int {
 	if len(logits) == 0 {
 		panic("sampling: Sample called with empty logits")
 	}
-	x := s.penalize(logits, prompt, generated)
+	return s.sampleAt(s.penalize(logits, prompt, generated), len(prompt)+len(generated))
+}
+
+// sampleAt samples from the penalized logits x for position pos.
+func (s *Sampler) sampleAt(x []float32, pos int) int {
 	best := argmax(x)
 	if s.p.Temperature == 0 || math.IsInf(float64(x[best]), -1) {
 		return best
 	}
 	cand, w := s.filter(x, best)
-	return int(s.draw(cand, w))
+	return int(s.draw(cand, w, pos))
 }
 
 // penalize copies logits into s.x with NaN replaced by -Inf, applies the
@@ -346,12 +377,14 @@ func compareRank(x []float32, a, b int32) int {
 	return cmp.Compare(a, b)
 }
 
-// draw picks cand[i] with probability w[i] / sum(w).
-func (s *Sampler) draw(cand []int32, w []float64) int32 {
+// draw picks cand[i] with probability w[i] / sum(w), with the random
+// number of position pos.
+func (s *Sampler) draw(cand []int32, w []float64, pos int) int32 {
 	var total float64
 	for _, wi := range w {
 		total += wi
 	}
+	s.pcg.Seed(drawSeed(s.p.Seed, pos))
 	u := float64(s.rng.Float64() * total)
 	var cum float64
 	last := 0

@@ -11,6 +11,21 @@ import (
 
 const qwen3Vocab = 151936
 
+// past returns a generated history of n ids outside every vocabulary: no
+// penalty reads it, but Sample then draws for position n. Tests that draw
+// many times from one distribution use it to get independent draws.
+func past(n int) []int {
+	if cap(pastIDs) < n {
+		pastIDs = make([]int, 2*n)
+		for i := range pastIDs {
+			pastIDs[i] = -1
+		}
+	}
+	return pastIDs[:n]
+}
+
+var pastIDs []int
+
 func mustNew(t testing.TB, p sampling.Params) *sampling.Sampler {
 	t.Helper()
 	s, err := sampling.New(p)
@@ -89,8 +104,8 @@ func TestNaNAndInfWhenSampling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustNew(t, p)
 			seen := map[int]bool{}
-			for range 500 {
-				seen[s.Sample(tc.logits, nil, nil)] = true
+			for i := range 500 {
+				seen[s.Sample(tc.logits, nil, past(i))] = true
 			}
 			got := make([]int, 0, len(seen))
 			for id := range seen {
@@ -171,11 +186,11 @@ func TestGoldenSequence(t *testing.T) {
 		p    sampling.Params
 		want []int
 	}{
-		{"thinking", withSeed(sampling.ThinkingDefaults(), 7), []int{61, 20, 50, 14, 3, 61, 20, 61, 53, 25, 25, 25, 3, 25, 56, 61}},
-		{"non-thinking", withSeed(sampling.NonThinkingDefaults(), 7), []int{61, 42, 50, 14, 39, 61, 42, 61, 28, 25, 25, 25, 39, 25, 17, 61}},
-		{"plain T=1", sampling.Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1, Seed: 7}, []int{3, 61, 25, 34, 42, 12, 61, 3, 50, 14, 14, 14, 42, 14, 61, 3}},
-		{"min-p and penalties", sampling.Params{Temperature: 0.9, TopP: 1, MinP: 0.05, RepetitionPenalty: 1.2, PresencePenalty: 0.4, Seed: 7}, []int{3, 61, 25, 37, 42, 14, 61, 6, 50, 15, 17, 17, 42, 14, 61, 3}},
-		{"top-p without top-k", sampling.Params{Temperature: 0.8, TopP: 0.9, RepetitionPenalty: 1, Seed: 7}, []int{61, 59, 14, 3, 28, 25, 59, 61, 42, 25, 25, 25, 53, 25, 34, 61}},
+		{"thinking", withSeed(sampling.ThinkingDefaults(), 7), []int{28, 14, 61, 6, 61, 42, 28, 14, 14, 6, 50, 25, 3, 28, 61, 50}},
+		{"non-thinking", withSeed(sampling.NonThinkingDefaults(), 7), []int{3, 14, 61, 53, 61, 53, 3, 50, 14, 17, 50, 25, 39, 3, 61, 50}},
+		{"plain T=1", sampling.Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1, Seed: 7}, []int{50, 34, 9, 59, 9, 56, 50, 28, 31, 61, 25, 15, 42, 50, 3, 25}},
+		{"min-p and penalties", sampling.Params{Temperature: 0.9, TopP: 1, MinP: 0.05, RepetitionPenalty: 1.2, PresencePenalty: 0.4, Seed: 7}, []int{50, 31, 9, 61, 9, 53, 42, 25, 28, 59, 17, 14, 39, 48, 3, 25}},
+		{"top-p without top-k", sampling.Params{Temperature: 0.8, TopP: 0.9, RepetitionPenalty: 1, Seed: 7}, []int{17, 3, 25, 20, 25, 20, 42, 39, 3, 45, 14, 25, 53, 17, 61, 14}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,8 +232,8 @@ func TestFrequenciesMatchSoftmax(t *testing.T) {
 			want := softmaxRef(logits, float64(tc.p.Temperature), tc.keep)
 			s := mustNew(t, tc.p)
 			counts := make([]int, len(logits))
-			for range draws {
-				counts[s.Sample(logits, nil, nil)]++
+			for i := range draws {
+				counts[s.Sample(logits, nil, past(i))]++
 			}
 			for id, p := range want {
 				got := float64(counts[id]) / draws
@@ -252,8 +267,8 @@ func drawnSet(t *testing.T, p sampling.Params, logits []float32, n int) []int {
 	t.Helper()
 	s := mustNew(t, p)
 	seen := make([]bool, len(logits))
-	for range n {
-		seen[s.Sample(logits, nil, nil)] = true
+	for i := range n {
+		seen[s.Sample(logits, nil, past(i))] = true
 	}
 	var ids []int
 	for id, ok := range seen {
@@ -419,6 +434,41 @@ func BenchmarkSample(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				s.Sample(logits, prompt, generated)
+			}
+		})
+	}
+}
+
+// TestResumeFromHistory: a sequence sampled token by token equals one
+// whose Sampler is recreated at any point from the same history (as a
+// worker does for a sequence resubmitted from its tokens), because each
+// draw depends only on the seed and the position.
+func TestResumeFromHistory(t *testing.T) {
+	prompt := []int{1, 2, 3}
+	const steps = 40
+	for _, tc := range []struct {
+		name string
+		p    sampling.Params
+	}{
+		{"thinking", withSeed(sampling.ThinkingDefaults(), 5)},
+		{"non-thinking", withSeed(sampling.NonThinkingDefaults(), 6)},
+		{"penalties, top-p without top-k", sampling.Params{Temperature: 0.9, TopP: 0.9, PresencePenalty: 0.5, RepetitionPenalty: 1.1, Seed: 7}},
+		{"seed 0", sampling.Params{Temperature: 1, TopP: 1, RepetitionPenalty: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := sequence(t, tc.p, steps)
+			for _, cut := range []int{0, 1, 7, 23, steps - 1} {
+				s := mustNew(t, tc.p)
+				got := append([]int(nil), want[:cut]...)
+				for step := cut; step < steps; step++ {
+					if step == cut+3 {
+						s = mustNew(t, tc.p) // and once more later
+					}
+					got = append(got, s.Sample(randomLogits(uint64(step), 2000), prompt, got))
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("recreated after %d tokens (-want +got):\n-%v\n+%v", cut, want, got)
+				}
 			}
 		})
 	}

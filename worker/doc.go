@@ -5,4 +5,9 @@
 // gRPC streams: the attention all-reduce inside its tensor-parallel group,
 // the MoE dispatch and combine all-to-all across every worker, and the
 // all-gather that restores each rank's full hidden state.
+//
+// It holds one shard per live placement epoch, loads a new epoch while the
+// old ones serve, frees what only old epochs used, and reports its state
+// through Health, stops through Shutdown and drops everything on Fence
+// (docs/worker.md).
 package worker

@@ -38,11 +38,13 @@ type meshMoE struct {
 	self   int
 	layout sharding.Layout
 	place  []*sharding.Placement // per layer
-	step   uint64
-	all    []int // every worker: the all-to-all spans all groups
+	all    []int                 // every worker: the all-to-all spans all groups
 }
 
-func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens int) error {
+var _ model.FFN = (*meshMoE)(nil)
+
+// MoE implements model.FFN.
+func (d *meshMoE) MoE(ctx context.Context, step uint64, l int, h, out kernels.Buffer, tokens int) error {
 	m, b := d.m, d.m.B
 	hid := m.Cfg.HiddenSize
 	group := d.layout.GroupWorkers(d.layout.Group(d.self))
@@ -116,7 +118,7 @@ func (d *meshMoE) MoE(ctx context.Context, l int, h, out kernels.Buffer, tokens 
 		}
 	}
 
-	tag := collective.Tag{Step: d.step, Layer: uint32(l), Phase: pb.Phase_PHASE_DISPATCH}
+	tag := collective.Tag{Step: step, Layer: uint32(l), Phase: pb.Phase_PHASE_DISPATCH}
 	recv, err := d.ex.AllToAll(ctx, tag, d.all, send)
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
@@ -225,7 +227,6 @@ func (d *meshMoE) remoteRows(l, src int, msg collective.Payload) (collective.Pay
 type meshReducer struct {
 	ex    Exchange
 	group []int
-	step  *uint64
 	b     kernels.Backend
 	host  []float32
 	vocab []model.HeadRange // every rank's vocabulary rows
@@ -234,8 +235,8 @@ type meshReducer struct {
 var _ model.VocabReducer = (*meshReducer)(nil)
 
 // AllReduceEmbed implements model.VocabReducer.
-func (r *meshReducer) AllReduceEmbed(ctx context.Context, x kernels.Buffer, n int) error {
-	return r.allReduce(ctx, collective.Tag{Step: *r.step, Phase: pb.Phase_PHASE_ALLREDUCE_EMBED}, x, n*r.hidden(x, n))
+func (r *meshReducer) AllReduceEmbed(ctx context.Context, step uint64, x kernels.Buffer, n int) error {
+	return r.allReduce(ctx, collective.Tag{Step: step, Phase: pb.Phase_PHASE_ALLREDUCE_EMBED}, x, n*r.hidden(x, n))
 }
 
 func (r *meshReducer) hidden(x kernels.Buffer, n int) int {
@@ -246,13 +247,13 @@ func (r *meshReducer) hidden(x kernels.Buffer, n int) int {
 }
 
 // GatherLogits implements model.VocabReducer.
-func (r *meshReducer) GatherLogits(ctx context.Context, local []float32, rows int) ([]float32, error) {
+func (r *meshReducer) GatherLogits(ctx context.Context, step uint64, local []float32, rows int) ([]float32, error) {
 	vocab := r.vocab[len(r.vocab)-1].Hi
 	parts := make([][]float32, len(r.vocab))
 	for k, v := range r.vocab {
 		parts[k] = make([]float32, rows*v.Len())
 	}
-	tag := collective.Tag{Step: *r.step, Phase: pb.Phase_PHASE_LOGITS_GATHER}
+	tag := collective.Tag{Step: step, Phase: pb.Phase_PHASE_LOGITS_GATHER}
 	if err := r.ex.AllGatherV(ctx, tag, r.group, local, parts); err != nil {
 		return nil, err
 	}
@@ -266,8 +267,9 @@ func (r *meshReducer) GatherLogits(ctx context.Context, local []float32, rows in
 	return full, nil
 }
 
-func (r *meshReducer) AllReduceSum(ctx context.Context, layer int, buf kernels.Buffer, n int) error {
-	return r.allReduce(ctx, collective.Tag{Step: *r.step, Layer: uint32(layer), Phase: pb.Phase_PHASE_ALLREDUCE_ATTN}, buf, n)
+// AllReduceSum implements model.Reducer.
+func (r *meshReducer) AllReduceSum(ctx context.Context, step uint64, layer int, buf kernels.Buffer, n int) error {
+	return r.allReduce(ctx, collective.Tag{Step: step, Layer: uint32(layer), Phase: pb.Phase_PHASE_ALLREDUCE_ATTN}, buf, n)
 }
 
 func (r *meshReducer) allReduce(ctx context.Context, tag collective.Tag, buf kernels.Buffer, n int) error {

@@ -34,6 +34,9 @@ func Serve(lis net.Listener, cfg Config) *Server {
 		cfg.Mesh = func(ctx context.Context, self int, addrs []string, wire pb.DType, epoch uint64) (Exchange, func() error, error) {
 			mc := collective.DefaultMeshConfig()
 			mc.Self, mc.Addrs, mc.Epoch, mc.Service, mc.WireDType, mc.Logger = self, addrs, epoch, svc, wire, cfg.Log
+			if f := cfg.OnPeerLost; f != nil {
+				mc.OnPeerLost = func(peer int, err error) { f(epoch, peer, err) }
+			}
 			if wire == pb.DType_DTYPE_UNSPECIFIED {
 				mc.WireDType = collective.F32
 			}
@@ -50,22 +53,39 @@ func Serve(lis net.Listener, cfg Config) *Server {
 		defer close(s.done)
 		_ = s.grpc.Serve(lis)
 	}()
+	// After the Shutdown RPC the server stops by itself.
+	go func() {
+		select {
+		case <-s.Worker.Done():
+			s.stopGRPC(shutdownGrace)
+		case <-s.done:
+		}
+	}()
 	return s
+}
+
+// shutdownGrace bounds how long a server stopping after Shutdown waits for
+// RPCs in flight (the Shutdown answer among them).
+const shutdownGrace = 5 * time.Second
+
+func (s *Server) stopGRPC(grace time.Duration) {
+	t := time.AfterFunc(grace, s.grpc.Stop)
+	s.grpc.GracefulStop()
+	t.Stop()
 }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
-// Done is closed when the server has stopped serving.
+// Done is closed when the server has stopped serving: after Stop, Kill,
+// or the WorkerService Shutdown RPC.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Stop closes the worker's mesh and model and stops the server, waiting at
 // most grace for RPCs in flight.
 func (s *Server) Stop(grace time.Duration) {
 	_ = s.Worker.Close()
-	t := time.AfterFunc(grace, s.grpc.Stop)
-	s.grpc.GracefulStop()
-	t.Stop()
+	s.stopGRPC(grace)
 	<-s.done
 }
 

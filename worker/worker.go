@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,10 @@ var (
 	ErrNotLoaded = errors.New("worker: no shard loaded")
 	// ErrBadRequest: a malformed request.
 	ErrBadRequest = errors.New("worker: bad request")
+	// ErrShutdown: the worker is shutting down (UNAVAILABLE).
+	ErrShutdown = errors.New("worker: shutting down")
+	// ErrFenced: the worker was fenced (Fence) while the call ran (ABORTED).
+	ErrFenced = errors.New("worker: fenced")
 )
 
 // MeshFactory connects a worker to its peers. It is called by LoadShard.
@@ -38,31 +43,73 @@ type MeshFactory func(ctx context.Context, self int, addrs []string, wire pb.DTy
 type Config struct {
 	// Backend makes the compute backend (default: the CPU backend).
 	Backend func() (kernels.Backend, error)
-	// Mesh connects to peers (Serve supplies one).
+	// Mesh connects to peers (Serve supplies one, which reports lost peers
+	// to OnPeerLost; a custom factory must do so itself).
 	Mesh MeshFactory
 	Log  *slog.Logger
 	// WrapExchange, when set, wraps the mesh the worker uses (tests inject
 	// faults with it).
 	WrapExchange func(self int, ex Exchange) Exchange
+	// MaxKVBytes bounds the KV cache one LoadShard may allocate; a larger
+	// request is RESOURCE_EXHAUSTED. 0 means half the memory the host
+	// reports available when the worker starts (8 GiB if unknown).
+	MaxKVBytes int64
+	// MaxKVSequences bounds kv_blocks × kv_block_size to this many
+	// sequences of max_position_embeddings tokens; 0 means 256.
+	MaxKVSequences int
+	// OnPeerLost, when set, is told that the stream to peer of the mesh of
+	// generation meshEpoch broke (err wraps collective.ErrPeerLost or
+	// collective.ErrProtocol). Contract (as collective.MeshConfig's): at
+	// most once per peer per mesh, synchronously from the goroutine that
+	// saw the failure; it must not block and must not call into the worker
+	// or the mesh. Hand the event to another goroutine.
+	OnPeerLost func(meshEpoch uint64, peer int, err error)
 }
 
-// Worker implements the WorkerService.
+// Worker implements the WorkerService. It holds one shard per live
+// placement epoch (see docs/worker.md): epochs that share a layout, a
+// worker index and a mesh generation share one base (attention and vocab
+// weights, KV cache, mesh) and its resident experts.
+//
+// Lock order: loadMu, then stepMu, then hmu.
 type Worker struct {
 	pb.UnimplementedWorkerServiceServer
 	cfg Config
 
-	mu        sync.Mutex // one LoadShard or Step at a time
-	m         *model.Model
-	ex        Exchange
-	closeMesh func() error
-	self      int
-	layout    sharding.Layout
-	place     []*sharding.Placement // per layer
-	step      uint64
-	resident  int64
-	mesh      *collective.Mesh // traffic counters, when the exchange is a mesh
-	samplers  map[uint64]*seqSampler
-	state     pb.WorkerState
+	loadMu sync.Mutex // one LoadShard at a time; held while weights are read
+	stepMu sync.Mutex // one Step at a time; LoadShard holds it only to install or free
+
+	// Guarded by stepMu.
+	epochs   map[uint64]*epoch
+	bases    []*base
+	samplers map[uint64]*seqSampler
+	gen      uint64 // bumped when everything is dropped (Fence, Shutdown, Close)
+
+	// Guarded by loadMu.
+	loadedAny bool
+	newest    uint64 // the newest placement epoch ever loaded (kept across Fence)
+
+	lastStep atomic.Uint64
+	loading  atomic.Int32
+
+	hmu      sync.Mutex // guards the fields below; never held for long
+	health   healthView
+	life     context.Context // steps and loads run under it; cancelled by Fence and Shutdown
+	endLife  context.CancelCauseFunc
+	draining bool
+	stopped  bool
+	done     chan struct{} // closed when Shutdown has stopped the worker
+
+	afterRead func() // test hook: runs after LoadShard read the weights, before it installs them
+}
+
+// healthView is what Health reports, updated whenever epochs change.
+type healthView struct {
+	serving  bool
+	self     int
+	epoch    uint64
+	resident int64
+	meshes   []*collective.Mesh
 }
 
 var _ pb.WorkerServiceServer = (*Worker)(nil)
@@ -75,7 +122,15 @@ func New(cfg Config) *Worker {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Worker{cfg: cfg, state: pb.WorkerState_WORKER_STATE_EMPTY, samplers: map[uint64]*seqSampler{}}
+	if cfg.MaxKVBytes <= 0 {
+		cfg.MaxKVBytes = defaultKVBytes()
+	}
+	if cfg.MaxKVSequences <= 0 {
+		cfg.MaxKVSequences = 256
+	}
+	w := &Worker{cfg: cfg, epochs: map[uint64]*epoch{}, samplers: map[uint64]*seqSampler{}, done: make(chan struct{})}
+	w.life, w.endLife = context.WithCancelCause(context.Background())
+	return w
 }
 
 // vocabRanges lists every rank's vocabulary rows.
@@ -87,10 +142,13 @@ func vocabRanges(cfg *model.Config, tp int) []model.HeadRange {
 	return out
 }
 
-// seqSampler is a sequence's sampling state on rank 0 of its group: the
-// seeded sampler and the history its penalties read. Tokens fed before the
-// first sample are the prompt; every later fed token is the one sampled in
-// the step before.
+// seqSampler is a sequence's sampling state on every rank of its group:
+// the seeded sampler and the history its penalties read. With
+// SeqStep.prompt_len > 0, positions below it are the prompt and the others
+// generated tokens, so a sequence resubmitted from prompt + generated as
+// one prefill samples as the uninterrupted one; with 0, tokens fed before
+// the first sample are the prompt and every later fed token is the one
+// sampled in the step before.
 type seqSampler struct {
 	s          *sampling.Sampler
 	prompt     []int
@@ -98,9 +156,14 @@ type seqSampler struct {
 	hasSampled bool
 }
 
-func (st *seqSampler) feed(tokens []int32) {
-	for _, t := range tokens {
-		if st.hasSampled {
+// feed appends tokens fed at positions [start, start+len(tokens)).
+func (st *seqSampler) feed(tokens []int32, start, promptLen int) {
+	for j, t := range tokens {
+		gen := st.hasSampled
+		if promptLen > 0 {
+			gen = start+j >= promptLen
+		}
+		if gen {
 			st.generated = append(st.generated, int(t))
 		} else {
 			st.prompt = append(st.prompt, int(t))
@@ -182,94 +245,27 @@ func layerPlacement(lp *pb.LayerPlacement, epoch uint64, workers, experts int) (
 	return pl, nil
 }
 
-// LoadShard implements WorkerService.
-func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.LoadShardResponse, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	start := time.Now()
-	if w.m != nil {
-		return nil, status.Error(codes.FailedPrecondition, "worker: a shard is already loaded; start a new worker to load another")
-	}
-	lay := req.GetLayout()
-	layout, err := sharding.NewLayout(int(lay.GetWorkers()), int(lay.GetTp()))
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "worker: layout: %v", err)
-	}
-	self := int(req.WorkerIndex)
-	if self >= layout.Workers || len(req.PeerAddrs) != layout.Workers {
-		return nil, status.Errorf(codes.InvalidArgument, "worker: index %d with %d peer addresses for %d workers", self, len(req.PeerAddrs), layout.Workers)
-	}
-	cfg, err := model.LoadConfig(req.ModelDir)
-	if err != nil {
-		return nil, status.Errorf(codes.NotFound, "%v", err)
-	}
-	if _, err := sharding.SplitHeads(cfg.NumAttentionHeads, cfg.NumKeyValueHeads, layout.TP); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	pl, err := placementFromProto(req.Placement, layout.Workers, cfg.NumExperts, cfg.NumHiddenLayers)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	experts := make([][]int, cfg.NumHiddenLayers)
-	slots := 0
-	for l := range experts {
-		experts[l] = pl[l].Slots[self]
-		slots += len(experts[l])
-	}
-	b, err := w.cfg.Backend()
-	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
-	}
-	blocks, bs := int(req.KvBlocks), int(req.KvBlockSize)
-	if blocks <= 0 || bs <= 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "worker: kv_blocks (%d) and kv_block_size (%d) must be positive", blocks, bs)
-	}
-	shard := model.Shard{TPRank: layout.Rank(self), TPSize: layout.TP, Experts: experts}
-	m, err := model.Open(req.ModelDir, b, model.OpenOptions{Shard: shard, BlockSize: bs, ContextTokens: blocks * bs, CloseBackend: true, Prefault: true})
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-	}
-	ex, closeMesh, err := w.cfg.Mesh(ctx, self, req.PeerAddrs, req.WireDtype, req.MeshEpoch)
-	if err != nil {
-		m.Close()
-		return nil, status.Errorf(codes.Unavailable, "worker: connecting to peers: %v", err)
-	}
-	w.mesh, _ = ex.(*collective.Mesh)
-	if w.cfg.WrapExchange != nil {
-		ex = w.cfg.WrapExchange(self, ex)
-	}
-	w.m, w.ex, w.closeMesh = m, ex, closeMesh
-	w.self, w.layout, w.place = self, layout, pl
-	all := make([]int, layout.Workers)
-	for i := range all {
-		all[i] = i
-	}
-	m.Reducer = &meshReducer{ex: ex, group: layout.GroupWorkers(layout.Group(self)), step: &w.step, b: b, vocab: vocabRanges(cfg, layout.TP)}
-	m.FFN = &meshMoE{m: m, ex: ex, self: self, layout: layout, place: pl, all: all}
-	w.resident = m.W.ResidentBytes()
-	w.state = pb.WorkerState_WORKER_STATE_SERVING
-	w.cfg.Log.Info("shard loaded", "worker", self, "group", layout.Group(self), "rank", layout.Rank(self),
-		"expert_slots", slots, "resident_bytes", w.resident, "took", time.Since(start))
-	return &pb.LoadShardResponse{
-		ResidentWeightBytes: uint64(w.resident), KvBlocks: uint32(blocks),
-		KvCacheBytes:   uint64(2 * cfg.NumHiddenLayers * blocks * bs * m.KV.Width * 4),
-		ExpertsLoaded:  uint32(slots),
-		PlacementEpoch: pl[0].Epoch, LoadMs: time.Since(start).Milliseconds(),
-	}, nil
-}
-
 // Step implements WorkerService.
 func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepResponse, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.m == nil {
+	if err := w.accepting(); err != nil {
+		return nil, err
+	}
+	w.stepMu.Lock()
+	defer w.stepMu.Unlock()
+	if err := w.accepting(); err != nil { // Shutdown began while this step waited
+		return nil, err
+	}
+	ctx, stop := w.underLife(ctx)
+	defer stop()
+	if len(w.epochs) == 0 {
 		return nil, status.Error(codes.FailedPrecondition, ErrNotLoaded.Error())
 	}
-	if req.Step <= w.step {
-		return nil, status.Errorf(codes.InvalidArgument, "worker: step %d is not after the last step %d", req.Step, w.step)
+	if last := w.lastStep.Load(); req.Step <= last {
+		return nil, status.Errorf(codes.InvalidArgument, "worker: step %d is not after the last step %d", req.Step, last)
 	}
-	if req.PlacementEpoch != w.place[0].Epoch {
-		return nil, status.Errorf(codes.FailedPrecondition, "worker: placement epoch %d not loaded (have %d)", req.PlacementEpoch, w.place[0].Epoch)
+	e := w.epochs[req.PlacementEpoch]
+	if e == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "worker: placement epoch %d is not live (live: %v)", req.PlacementEpoch, w.liveEpochs())
 	}
 	if req.DeadlineUnixMs > 0 {
 		var cancel context.CancelFunc
@@ -277,9 +273,18 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 		defer cancel()
 	}
 	start := time.Now()
-	w.step = req.Step
-	w.m.FFN.(*meshMoE).step = req.Step
-	group := w.layout.Group(w.self)
+	w.lastStep.Store(req.Step)
+	resp, err := w.run(ctx, e, req, start)
+	if err != nil {
+		return nil, stepError(ctx, err)
+	}
+	return resp, nil
+}
+
+// run runs one step at epoch e.
+func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start time.Time) (*pb.StepResponse, error) {
+	b := e.base
+	group := b.layout.Group(b.self)
 	var in []model.SeqInput
 	var ids []uint64
 	seen := map[uint64]bool{}
@@ -288,8 +293,8 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d appears twice in step %d", s.SeqId, req.Step)
 		}
 		seen[s.SeqId] = true
-		if int(s.AttnGroup) >= w.layout.DP {
-			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d assigned to group %d of %d", s.SeqId, s.AttnGroup, w.layout.DP)
+		if int(s.AttnGroup) >= b.layout.DP {
+			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d assigned to group %d of %d", s.SeqId, s.AttnGroup, b.layout.DP)
 		}
 		if int(s.AttnGroup) != group {
 			continue
@@ -300,31 +305,31 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 	for _, id := range req.FinishedSeqIds {
 		delete(w.samplers, id)
 	}
-	rank0 := w.layout.Rank(w.self) == 0
+	rank0 := b.layout.Rank(b.self) == 0
 	// Every rank of the group keeps the samplers' history: with a
 	// vocabulary-parallel lm_head each rank penalizes its own ids.
 	smp, err := w.prepareSamplers(req, group)
 	if err != nil {
 		return nil, err
 	}
-	x, rows, err := w.m.Hidden(ctx, in)
+	x, rows, err := e.m.Hidden(ctx, req.Step, in)
 	if err != nil {
-		return nil, stepError(err)
+		return nil, err
 	}
 	resp := &pb.StepResponse{}
 	if len(in) > 0 {
 		// Every rank takes part; rank 0 samples and answers.
 		var tokens []int32
 		var logits [][]float32
-		if w.candidatesSuffice(req, in, smp) {
-			tokens, err = w.sampleCandidates(ctx, req.Step, x, rows, in, smp)
+		if w.candidatesSuffice(e, req, in, smp) {
+			tokens, err = w.sampleCandidates(ctx, e, req.Step, x, rows, in, smp)
 		} else {
-			if logits, err = w.m.Logits(ctx, x, rows); err == nil && rank0 {
+			if logits, err = e.m.Logits(ctx, req.Step, x, rows); err == nil && rank0 {
 				tokens = w.sampleFull(logits, in, smp)
 			}
 		}
 		if err != nil {
-			return nil, stepError(err)
+			return nil, err
 		}
 		for _, st := range smp {
 			if st != nil {
@@ -332,7 +337,7 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 			}
 		}
 		if !rank0 {
-			resp.Stats = w.stats(start)
+			resp.Stats = b.stats(start)
 			return resp, nil
 		}
 		r := 0
@@ -349,7 +354,7 @@ func (w *Worker) Step(ctx context.Context, req *pb.StepRequest) (*pb.StepRespons
 			r += n
 		}
 	}
-	resp.Stats = w.stats(start)
+	resp.Stats = b.stats(start)
 	return resp, nil
 }
 
@@ -384,7 +389,7 @@ func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler,
 			w.samplers[s.SeqId] = st
 		}
 		if st != nil {
-			st.feed(s.Tokens)
+			st.feed(s.Tokens, int(s.StartPos), int(s.PromptLen))
 		}
 		if !s.Sample || params == nil {
 			st = nil
@@ -414,24 +419,24 @@ func (w *Worker) sampleFull(logits [][]float32, in []model.SeqInput, smp []*seqS
 }
 
 // candidateK is the number of candidates a rank contributes for a sequence.
-func (w *Worker) candidateK(st *seqSampler) int {
+func (w *Worker) candidateK(e *epoch, st *seqSampler) int {
 	p := sampling.Greedy()
 	if st != nil {
 		p = st.s.Params()
 	}
-	return sampling.CandidateK(p, w.m.Cfg.VocabSize)
+	return sampling.CandidateK(p, e.m.Cfg.VocabSize)
 }
 
 // candidatesSuffice reports whether the step can sample from per-rank top-k
 // candidates instead of gathering whole logits rows: the vocabulary is
 // split, nobody asked for logits, and every sequence's parameters allow it.
 // The answer depends only on the request, so every rank agrees.
-func (w *Worker) candidatesSuffice(req *pb.StepRequest, in []model.SeqInput, smp []*seqSampler) bool {
-	if w.m.Vocab.Len() == w.m.Cfg.VocabSize || req.ReturnLogits {
+func (w *Worker) candidatesSuffice(e *epoch, req *pb.StepRequest, in []model.SeqInput, smp []*seqSampler) bool {
+	if e.m.Vocab.Len() == e.m.Cfg.VocabSize || req.ReturnLogits {
 		return false
 	}
 	for i, s := range in {
-		if s.AllLogits || w.candidateK(smp[i]) == 0 {
+		if s.AllLogits || w.candidateK(e, smp[i]) == 0 {
 			return false
 		}
 	}
@@ -443,12 +448,13 @@ func (w *Worker) candidatesSuffice(req *pb.StepRequest, in []model.SeqInput, smp
 // per sequence as (id, float32 bits) pairs in Aux, which no wire dtype
 // rounds; rank 0 draws from their union (sampling.SampleCandidates), which
 // gives the token a sampler of the whole vocabulary would give.
-func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Buffer, rows []int32, in []model.SeqInput, smp []*seqSampler) ([]int32, error) {
-	local, err := w.m.LocalLogits(x, rows)
+func (w *Worker) sampleCandidates(ctx context.Context, e *epoch, step uint64, x kernels.Buffer, rows []int32, in []model.SeqInput, smp []*seqSampler) ([]int32, error) {
+	b := e.base
+	local, err := e.m.LocalLogits(x, rows)
 	if err != nil {
 		return nil, err
 	}
-	lo, width := w.m.Vocab.Lo, w.m.Vocab.Len()
+	lo, width := e.m.Vocab.Lo, e.m.Vocab.Len()
 	var aux []int32
 	cands := make([][]int32, len(in))
 	vals := make([][]float32, len(in))
@@ -457,28 +463,28 @@ func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Bu
 		if st := smp[i]; st != nil {
 			p, prompt, gen = st.s.Params(), st.prompt, st.generated
 		}
-		cands[i], vals[i] = sampling.TopCandidates(p, local[i*width:(i+1)*width], lo, prompt, gen, w.candidateK(smp[i]))
+		cands[i], vals[i] = sampling.TopCandidates(p, local[i*width:(i+1)*width], lo, prompt, gen, w.candidateK(e, smp[i]))
 		aux = append(aux, int32(len(cands[i])))
 		for j, id := range cands[i] {
 			aux = appendPair(aux, id, vals[i][j])
 		}
 	}
-	group := w.layout.GroupWorkers(w.layout.Group(w.self))
+	group := b.layout.GroupWorkers(b.layout.Group(b.self))
 	root := group[0]
 	send := map[int]collective.Payload{}
-	if w.self != root {
+	if b.self != root {
 		send[root] = collective.Payload{Aux: aux}
 	}
-	got, err := w.ex.AllToAll(ctx, collective.Tag{Step: step, Phase: pb.Phase_PHASE_LOGITS_GATHER}, group, send)
-	if err != nil || w.self != root {
+	got, err := e.base.ex.AllToAll(ctx, collective.Tag{Step: step, Phase: pb.Phase_PHASE_LOGITS_GATHER}, group, send)
+	if err != nil || b.self != root {
 		return nil, err
 	}
 	for _, src := range group[1:] {
 		k := 0
 		for i := range in {
-			k = max(k, w.candidateK(smp[i]))
+			k = max(k, w.candidateK(e, smp[i]))
 		}
-		ids, vs, err := decodeCandidates(got[src].Aux, len(in), k, w.m.Cfg.VocabSize)
+		ids, vs, err := decodeCandidates(got[src].Aux, len(in), k, e.m.Cfg.VocabSize)
 		if err != nil {
 			return nil, fmt.Errorf("candidates from worker %d: %w", src, err)
 		}
@@ -494,23 +500,32 @@ func (w *Worker) sampleCandidates(ctx context.Context, step uint64, x kernels.Bu
 			g, _ := sampling.New(sampling.Greedy())
 			s = &seqSampler{s: g}
 		}
-		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i]))
+		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i], len(s.prompt)+len(s.generated)))
 	}
 	return out, nil
 }
 
-func (w *Worker) stats(start time.Time) *pb.StepStats {
+func (b *base) stats(start time.Time) *pb.StepStats {
 	st := &pb.StepStats{WallUs: time.Since(start).Microseconds()}
-	if w.mesh != nil {
-		st.Phases = w.mesh.Stats().Proto()
-		w.mesh.ResetStats()
+	if b.mesh != nil {
+		st.Phases = b.mesh.Stats().Proto()
+		b.mesh.ResetStats()
 	}
 	return st
 }
 
-// stepError maps a step failure to a gRPC status.
-func stepError(err error) error {
+// stepError maps a step failure to a gRPC status. A step cut short by
+// Shutdown fails UNAVAILABLE, one cut short by Fence ABORTED.
+func stepError(ctx context.Context, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	cause := context.Cause(ctx)
 	switch {
+	case errors.Is(cause, ErrShutdown):
+		return status.Error(codes.Unavailable, fmt.Sprintf("%v: %v", cause, err))
+	case errors.Is(cause, ErrFenced):
+		return status.Error(codes.Aborted, fmt.Sprintf("%v: %v", cause, err))
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, ErrProtocol):
@@ -548,30 +563,4 @@ func tensorF32(rows [][]float32) *pb.Tensor {
 		cols = int64(len(rows[0]))
 	}
 	return &pb.Tensor{Dtype: pb.DType_DTYPE_F32, Shape: []int64{int64(len(rows)), cols}, Data: data}
-}
-
-// Health implements WorkerService.
-func (w *Worker) Health(context.Context, *pb.HealthRequest) (*pb.HealthResponse, error) {
-	if !w.mu.TryLock() {
-		return &pb.HealthResponse{State: pb.WorkerState_WORKER_STATE_SERVING}, nil
-	}
-	defer w.mu.Unlock()
-	return &pb.HealthResponse{State: w.state, WorkerIndex: uint32(w.self), LastStep: w.step, ResidentWeightBytes: uint64(w.resident)}, nil
-}
-
-// Close releases the model and the mesh.
-func (w *Worker) Close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var err error
-	if w.closeMesh != nil {
-		err = w.closeMesh()
-		w.closeMesh = nil
-	}
-	if w.m != nil {
-		w.m.Close()
-		w.m = nil
-	}
-	w.state = pb.WorkerState_WORKER_STATE_EMPTY
-	return err
 }

@@ -42,20 +42,40 @@ func TestSamplingParams(t *testing.T) {
 	}
 }
 
-// TestSeqSamplerHistory: tokens fed before the first sample are the
-// prompt, every later one a generated token.
+// TestSeqSamplerHistory: without prompt_len, tokens fed before the first
+// sample are the prompt, every later one a generated token; with it, the
+// position decides.
 func TestSeqSamplerHistory(t *testing.T) {
-	st := &seqSampler{}
-	st.feed([]int32{1, 2})
-	st.feed([]int32{3})
-	st.hasSampled = true
-	st.feed([]int32{9})
-	st.feed([]int32{8})
-	if diff := cmp.Diff([]int{1, 2, 3}, st.prompt); diff != "" {
-		t.Errorf("prompt (-want +got)\n%s", diff)
+	type feed struct {
+		tokens           []int32
+		start, promptLen int
+		sampledBefore    bool
 	}
-	if diff := cmp.Diff([]int{9, 8}, st.generated); diff != "" {
-		t.Errorf("generated (-want +got)\n%s", diff)
+	for _, tc := range []struct {
+		name           string
+		feeds          []feed
+		prompt, genned []int
+	}{
+		{"by first sample", []feed{{[]int32{1, 2}, 0, 0, false}, {[]int32{3}, 2, 0, false}, {[]int32{9}, 3, 0, true}, {[]int32{8}, 4, 0, true}},
+			[]int{1, 2, 3}, []int{9, 8}},
+		{"resubmitted as one prefill", []feed{{[]int32{1, 2, 3, 9, 8}, 0, 3, false}, {[]int32{7}, 5, 3, true}},
+			[]int{1, 2, 3}, []int{9, 8, 7}},
+		{"resubmitted in chunks", []feed{{[]int32{1, 2}, 0, 3, false}, {[]int32{3, 9}, 2, 3, false}, {[]int32{8}, 4, 3, false}},
+			[]int{1, 2, 3}, []int{9, 8}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &seqSampler{}
+			for _, f := range tc.feeds {
+				st.hasSampled = f.sampledBefore
+				st.feed(f.tokens, f.start, f.promptLen)
+			}
+			if diff := cmp.Diff(tc.prompt, st.prompt); diff != "" {
+				t.Errorf("prompt (-want +got)\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.genned, st.generated); diff != "" {
+				t.Errorf("generated (-want +got)\n%s", diff)
+			}
+		})
 	}
 }
 

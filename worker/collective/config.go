@@ -82,6 +82,18 @@ type MeshConfig struct {
 	MaxPendingMessages int
 	// Logger receives link events; nil means slog.Default().
 	Logger *slog.Logger
+
+	// OnPeerLost, when set, is told that the link to peer failed: its
+	// stream broke or the peer broke the protocol (err wraps ErrPeerLost or
+	// ErrProtocol). Closing the mesh reports nothing, nor do absent
+	// workers. Contract: it is called at most once per peer per mesh,
+	// synchronously from the goroutine that detected the failure (the
+	// link's receive loop or sender, its dialer, or an operation that found
+	// a protocol violation), after the link is marked failed so LostPeers
+	// already lists the peer. It must not block and must not call back into
+	// the mesh (Close would wait for the calling goroutine); hand the event
+	// to another goroutine to act on it.
+	OnPeerLost func(peer int, err error)
 }
 
 // DefaultMeshConfig returns a complete config; callers fill in Self, Addrs,

@@ -100,10 +100,13 @@ func (l *link) fail(err error) {
 	if cancel != nil {
 		cancel()
 	}
+	l.m.broadcast()
 	if !errors.Is(err, ErrClosed) {
 		l.m.logger.Warn("collective: link failed", "self", l.m.self, "peer", l.peer, "err", err)
+		if f := l.m.cfg.OnPeerLost; f != nil {
+			f(l.peer, err)
+		}
 	}
-	l.m.broadcast()
 }
 
 // failure returns the link's sticky error, or nil.
