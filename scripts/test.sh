@@ -41,6 +41,12 @@ if [ -x scripts/gen-ptx.sh ]; then
   scripts/gen-ptx.sh --check
 fi
 
+step "etcd server (pinned v3.7.3, built from its module; cached)"
+MOEMESH_ETCD_BIN=$(scripts/build-etcd.sh)
+export MOEMESH_ETCD_BIN
+# The cluster tests run against the real etcd server too; never skip it here.
+export MOEMESH_REQUIRE_ETCD_BIN=1
+
 step "tests (race detector)"
 go test -race -count=1 -timeout 20m ./...
 

@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return nil
 		}
 		log.Warn("fenced: the registration lease is gone; dropped every shard, registering again as a spare")
-		cfg.Worker.Fence()
+		_ = cfg.Worker.Fence()
 		_ = reg.Close(context.Background())
 	}
 }

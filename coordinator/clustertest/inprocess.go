@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -48,7 +49,13 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 	cfg.defaults()
 	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
-	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd)}
+	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &logBuffer{}}
+	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cluster log:\n%s", c.logs.String())
+		}
+	})
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
 	for i := range cfg.Workers + cfg.Spares {
@@ -62,6 +69,8 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 
 type ipCluster struct {
 	cfg     Config
+	logs    *logBuffer
+	log     *slog.Logger
 	etcd    *storetest.Etcd
 	st      *store.Store
 	workers []Member
@@ -91,9 +100,10 @@ func (c *ipCluster) startWorker(t testing.TB, id string) *ipWorker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &ipWorker{id: id, srv: worker.Serve(lis, worker.Config{}), st: openStore(t, c.etcd), crash: make(chan struct{}), done: make(chan struct{})}
+	w := &ipWorker{id: id, srv: worker.Serve(lis, worker.Config{Log: c.log}), st: openStore(t, c.etcd), crash: make(chan struct{}), done: make(chan struct{})}
 	a := agent.DefaultConfig()
 	a.ID, a.Store, a.Worker, a.Addr, a.LeaseTTL, a.Gossip, a.Crash = id, w.st, w.srv.Worker, w.srv.Addr(), c.cfg.WorkerTTL, testGossip(), w.crash
+	a.Log = c.log
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	go func() {
@@ -145,7 +155,7 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 	}
 	m := &ipCoordinator{id: id, st: openStore(t, c.etcd), grpc: l.GRPC.Addr().String(), htp: l.HTTP.Addr().String()}
 	cfg := control.DefaultConfig()
-	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip = id, m.st, c.cfg.Model, testGossip()
+	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip, cfg.Log = id, m.st, c.cfg.Model, testGossip(), c.log
 	cfg.Workers, cfg.TP, cfg.KVTokens, cfg.LeaseTTL = c.cfg.Workers, c.cfg.TP, c.cfg.Context, c.cfg.LeaseTTL
 	cfg.GRPCAddr, cfg.HTTPAddr = m.grpc, m.htp
 	m.c, err = control.Start(context.Background(), cfg)

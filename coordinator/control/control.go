@@ -79,16 +79,16 @@ type Config struct {
 // DefaultConfig returns a complete configuration; ID and Store must be set.
 func DefaultConfig() Config {
 	return Config{
-		Workers:      1,                      // one worker: the smallest cluster
-		TP:           1,                      // no tensor parallelism unless asked
-		KVTokens:     8192,                   // the single-process default context
-		BlockSize:    16,                     // the engine's KV block size
-		WireDType:    pb.DType_DTYPE_F32,     // exact: equal to single-process
-		LeaseTTL:     5 * time.Second,        // failover bound; etcd's minimum useful TTL is a few seconds
-		StepTimeout:  60 * time.Second,       // a long prefill of a large model on CPU
-		ProbeTimeout: 500 * time.Millisecond, // a live worker on a LAN answers Health in well under this
-		ReadyTimeout: 5 * time.Minute,        // loading a large shard from disk
-		PollInterval: 20 * time.Millisecond,  // loading the tiny model takes ~50 ms
+		Workers:      1,                     // one worker: the smallest cluster
+		TP:           1,                     // no tensor parallelism unless asked
+		KVTokens:     8192,                  // the single-process default context
+		BlockSize:    16,                    // the engine's KV block size
+		WireDType:    pb.DType_DTYPE_F32,    // exact: equal to single-process
+		LeaseTTL:     5 * time.Second,       // failover bound; etcd's minimum useful TTL is a few seconds
+		StepTimeout:  60 * time.Second,      // a long prefill of a large model on CPU
+		ProbeTimeout: time.Second,           // a live worker answers Health in milliseconds even when loaded; a dead one refuses at once
+		ReadyTimeout: 5 * time.Minute,       // loading a large shard from disk
+		PollInterval: 20 * time.Millisecond, // loading the tiny model takes ~50 ms
 		Gossip:       membership.DefaultConfig(),
 	}
 }
@@ -306,15 +306,21 @@ func (c *Coordinator) eventLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ev := <-c.events:
-			if ev.Member.Role != membership.RoleWorker || (ev.Kind != membership.EventDead && ev.Kind != membership.EventLeave) {
+			if ev.Member.Role != membership.RoleWorker {
 				continue
 			}
-			c.log.Info("worker gone from the memberlist", "worker", ev.Member.Name, "kind", ev.Kind)
 			c.mu.Lock()
 			l := c.lead
 			c.mu.Unlock()
-			if l != nil {
+			if l == nil {
+				continue
+			}
+			switch ev.Kind {
+			case membership.EventDead, membership.EventLeave:
+				c.log.Info("worker gone from the memberlist", "worker", ev.Member.Name, "kind", ev.Kind)
 				l.suspect(ev.Member.Name)
+			case membership.EventJoin:
+				l.unsuspect(ev.Member.Name)
 			}
 		}
 	}

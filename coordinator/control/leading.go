@@ -381,6 +381,13 @@ func (ld *leading) suspect(id string) {
 	}
 }
 
+// unsuspect clears a worker memberlist sees alive again.
+func (ld *leading) unsuspect(id string) {
+	ld.mu.Lock()
+	delete(ld.suspects, id)
+	ld.mu.Unlock()
+}
+
 func (ld *leading) isSuspect(id string) bool {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
@@ -423,6 +430,7 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 	ctx, cancel := context.WithTimeout(ctx, ld.c.cfg.ReadyTimeout)
 	defer cancel()
 	ld.c.setHealth(func(h *Health) { h.Ready, h.Reason = false, "recovering: "+cause.Error() })
+	fenced := map[string]bool{}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("control: recovery from %v: %w", cause, err)
@@ -430,15 +438,22 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 		if ld.drv != nil {
 			ld.step = max(ld.step, ld.drv.LastStep())
 		}
-		dead := ld.findDead(ctx)
-		if len(dead) == 0 && attempt == 0 && ld.drv != nil {
-			// Everyone answers and no peer link broke: the step failed for
-			// another reason (a deadline); resubmit on the same placement.
+		dead, serving := ld.findDead(ctx)
+		if len(dead) == 0 && serving && attempt == 0 && ld.drv != nil {
+			// Everyone answers and serves and no peer link broke: the step
+			// failed for another reason (a deadline); resubmit on the same
+			// placement.
 			ld.log.Warn("step failed with every worker healthy; resubmitting", "cause", cause)
 			ld.c.setHealth(func(h *Health) { h.Ready, h.Reason = true, "" })
 			return nil
 		}
+		// Fence each dead worker once: a worker that was only frozen comes
+		// back under a new lease, as a spare, and must not be fenced again.
 		for id := range dead {
+			if fenced[id] {
+				continue
+			}
+			fenced[id] = true
 			if err := ld.c.st.FenceWorker(ctx, id); err != nil {
 				ld.log.Warn("fencing", "worker", id, "err", err)
 			}
@@ -486,22 +501,44 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 }
 
 // findDead lists the members of the serving placement that are gone: they
-// do not answer Health, memberlist declared them dead, a peer reports its
-// link to them broken, or their registration in etcd ended.
-func (ld *leading) findDead(ctx context.Context) map[string]bool {
-	dead := map[string]bool{}
+// do not answer Health (twice), memberlist declared them dead, or a peer
+// reports its link to them broken. serving reports whether every member
+// answers SERVING at the placement's epoch; a member that answers but
+// does not (fenced and back, restarted) is alive and loads the next epoch.
+func (ld *leading) findDead(ctx context.Context) (dead map[string]bool, serving bool) {
+	dead = map[string]bool{}
+	serving = true
 	hs := ld.probe(ctx, ld.rec.Addrs)
+	retry := make([]string, len(hs))
+	again := false
+	for i, h := range hs {
+		if h == nil {
+			retry[i], again = ld.rec.Addrs[i], true
+		}
+	}
+	if again {
+		for i, h := range ld.probe(ctx, retry) {
+			if hs[i] == nil {
+				hs[i] = h
+			}
+		}
+	}
 	for i, h := range hs {
 		id := ld.rec.WorkerIds[i]
-		if h == nil || ld.isSuspect(id) || h.State != pb.WorkerState_WORKER_STATE_SERVING || h.PlacementEpoch < ld.rec.Epoch {
+		if h == nil || ld.isSuspect(id) {
 			dead[id] = true
+			serving = false
 			continue
+		}
+		if h.State != pb.WorkerState_WORKER_STATE_SERVING || h.PlacementEpoch < ld.rec.Epoch {
+			serving = false
 		}
 		for _, p := range h.LostPeers {
 			if int(p) < len(ld.rec.WorkerIds) {
 				dead[ld.rec.WorkerIds[p]] = true
+				serving = false
 			}
 		}
 	}
-	return dead
+	return dead, serving
 }

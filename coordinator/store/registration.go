@@ -115,9 +115,12 @@ func (r *Registration) keepAlive(kactx context.Context, ka <-chan *clientv3.Leas
 	}
 	r.s.log.Warn("store: registration lost its lease", "key", r.key, "lease", int64(r.lease))
 	// Make sure the key goes: the lease may still exist if only the
-	// renewals failed. Close cancels kactx and so this revoke.
-	ctx, cancel := context.WithTimeout(kactx, r.s.reqTO)
+	// renewals failed. Close cancels kactx and so this revoke, and so does
+	// closing the Store (the client's context ends).
+	ctx, cancel := context.WithTimeout(r.s.cli.Ctx(), r.s.reqTO)
 	defer cancel()
+	stop := context.AfterFunc(kactx, cancel)
+	defer stop()
 	r.s.cli.Revoke(ctx, r.lease)
 }
 
