@@ -33,9 +33,9 @@ func (e *etcdFlags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&e.Prefix, "etcd-prefix", store.DefaultConfig().Prefix, "prefix of every key the cluster keeps in etcd")
 }
 
-func (e *etcdFlags) open() (*store.Store, error) {
+func (e *etcdFlags) open(log *slog.Logger) (*store.Store, error) {
 	c := store.DefaultConfig()
-	c.Endpoints, c.Prefix = e.Endpoints, e.Prefix
+	c.Endpoints, c.Prefix, c.Log = e.Endpoints, e.Prefix, log
 	return store.Open(c)
 }
 
@@ -131,7 +131,11 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			st, err := o.Etcd.open()
+			log, err := newLogger(s, o.LogLevel)
+			if err != nil {
+				return err
+			}
+			st, err := o.Etcd.open(log)
 			if err != nil {
 				return err
 			}

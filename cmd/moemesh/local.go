@@ -95,7 +95,7 @@ func (o *localOptions) Run(ctx context.Context, s IOStreams) error {
 	}
 	defer etcd.Close()
 	sc := store.DefaultConfig()
-	sc.Endpoints, sc.Prefix = etcd.Endpoints(), o.coord.Etcd.Prefix
+	sc.Endpoints, sc.Prefix, sc.Log = etcd.Endpoints(), o.coord.Etcd.Prefix, log
 	st, err := store.Open(sc)
 	if err != nil {
 		return err

@@ -85,7 +85,7 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 	agentDone := make(chan error, 1)
 	agentRunning := false
 	if len(o.Etcd.Endpoints) > 0 {
-		st, err := o.Etcd.open()
+		st, err := o.Etcd.open(log)
 		if err != nil {
 			srv.Stop(time.Second)
 			return err

@@ -207,6 +207,7 @@ func (a *agent) load(ctx context.Context, reg *store.Registration, rec *pb.Place
 		case <-lctx.Done():
 		}
 	}()
+	a.lastErr = ""
 	a.update(ctx, reg)
 	start := time.Now()
 	resp, err := a.cfg.Worker.LoadShard(lctx, &pb.LoadShardRequest{

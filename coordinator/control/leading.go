@@ -141,8 +141,15 @@ func (ld *leading) adopt(ctx context.Context, rec *pb.PlacementRecord) bool {
 	hs := ld.probe(ctx, rec.Addrs)
 	var last uint64
 	for i, h := range hs {
-		if h == nil || h.State != pb.WorkerState_WORKER_STATE_SERVING || h.PlacementEpoch < rec.Epoch {
+		if h == nil || h.State != pb.WorkerState_WORKER_STATE_SERVING || h.PlacementEpoch < rec.Epoch || len(h.LostPeers) > 0 {
 			ld.log.Info("not adopting the placement", "epoch", rec.Epoch, "worker", rec.WorkerIds[i])
+			return false
+		}
+		// Workers that ended on different steps were cut off mid-step by
+		// the old leader: frames of that step may still be in flight on
+		// their mesh, so it needs a new generation.
+		if i > 0 && h.LastStep != hs[0].LastStep {
+			ld.log.Info("not adopting the placement: a step was cut off", "epoch", rec.Epoch, "last_steps", fmt.Sprint(h.LastStep, " ", hs[0].LastStep))
 			return false
 		}
 		last = max(last, h.LastStep)
@@ -270,7 +277,12 @@ func (ld *leading) waitReady(ctx context.Context, rec *pb.PlacementRecord) error
 	defer cancel()
 	t := time.NewTicker(ld.c.cfg.PollInterval)
 	defer t.Stop()
-	for {
+	for poll := 0; ; poll++ {
+		if poll%10 == 9 {
+			if err := ld.checkLoading(ctx, rec); err != nil {
+				return err
+			}
+		}
 		hs := ld.probe(ctx, rec.Addrs)
 		ready := true
 		for i, h := range hs {
@@ -290,6 +302,29 @@ func (ld *leading) waitReady(ctx context.Context, rec *pb.PlacementRecord) error
 		case <-t.C:
 		}
 	}
+}
+
+// checkLoading fails when a member of rec can no longer load it: its
+// registration is gone (dead or fenced) or it reported a load error.
+func (ld *leading) checkLoading(ctx context.Context, rec *pb.PlacementRecord) error {
+	recs, err := ld.c.st.Workers(ctx)
+	if err != nil {
+		return nil // etcd unreachable: keep polling the workers
+	}
+	byID := map[string]*pb.WorkerRecord{}
+	for _, r := range recs {
+		byID[r.Id] = r
+	}
+	for _, id := range rec.WorkerIds {
+		r := byID[id]
+		switch {
+		case r == nil:
+			return fmt.Errorf("%w: %s is no longer registered while loading placement epoch %d", ErrWorkerLost, id, rec.Epoch)
+		case r.Error != "" && r.PlacementEpoch < rec.Epoch && r.State != pb.WorkerState_WORKER_STATE_LOADING:
+			return fmt.Errorf("control: %s cannot load placement epoch %d: %s", id, rec.Epoch, r.Error)
+		}
+	}
+	return nil
 }
 
 // attach points a new driver at the members of rec.
@@ -501,8 +536,7 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 }
 
 // findDead lists the members of the serving placement that are gone: they
-// do not answer Health (twice), memberlist declared them dead, or a peer
-// reports its link to them broken. serving reports whether every member
+// do not answer Health (twice) or memberlist declared them dead (the others then report their links to it broken). serving reports whether every member
 // answers SERVING at the placement's epoch; a member that answers but
 // does not (fenced and back, restarted) is alive and loads the next epoch.
 func (ld *leading) findDead(ctx context.Context) (dead map[string]bool, serving bool) {
@@ -533,11 +567,10 @@ func (ld *leading) findDead(ctx context.Context) (dead map[string]bool, serving 
 		if h.State != pb.WorkerState_WORKER_STATE_SERVING || h.PlacementEpoch < ld.rec.Epoch {
 			serving = false
 		}
-		for _, p := range h.LostPeers {
-			if int(p) < len(ld.rec.WorkerIds) {
-				dead[ld.rec.WorkerIds[p]] = true
-				serving = false
-			}
+		if len(h.LostPeers) > 0 {
+			// A broken link says one end is bad, not which: the dead end
+			// does not answer (above); the mesh needs a new generation.
+			serving = false
 		}
 	}
 	return dead, serving
