@@ -162,7 +162,11 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 			defer wg.Done()
 			if err := f(ctx, w); err != nil {
 				errs[w] = err
-				cancel()
+				// A worker's cancellation is an effect (its step was cut
+				// by a peer's failure): let the others report the cause.
+				if status.Code(err) != codes.Canceled {
+					cancel()
+				}
 			}
 		}()
 	}

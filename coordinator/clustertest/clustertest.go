@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -180,6 +181,28 @@ func Generate(ctx context.Context, addr string, req *infpb.GenerateRequest, onTo
 			onToken(len(out.Tokens))
 		}
 	}
+}
+
+// checkLeaks registers, as the cluster's last cleanup, a check that every
+// goroutine started since is gone. It polls for up to 15 s: memberlist
+// cannot cancel a probe in flight, which ends by its own deadline (at most
+// 8 probe intervals) after Shutdown.
+func checkLeaks(t testing.TB) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err := goleak.Find(ignore)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines left after the cluster stopped: %v", err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 }
 
 // memberName formats member ids.

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/moemesh/moemesh/coordinator/agent"
 	"github.com/moemesh/moemesh/coordinator/control"
 	"github.com/moemesh/moemesh/coordinator/store"
@@ -47,8 +45,7 @@ func openStore(t testing.TB, e *storetest.Etcd) *store.Store {
 func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 	t.Helper()
 	cfg.defaults()
-	leaks := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	checkLeaks(t)
 	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &logBuffer{}}
 	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
 )
@@ -40,8 +38,7 @@ func (processes) Name() string { return "processes" }
 func (r processes) Start(t testing.TB, cfg Config) Cluster {
 	t.Helper()
 	cfg.defaults()
-	leaks := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	checkLeaks(t)
 	c := &procCluster{cfg: cfg, bin: r.bin, etcd: storetest.Start(t, cfg.Etcd)}
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
