@@ -54,6 +54,7 @@ func newLocalCmd(s IOStreams) *cobra.Command {
 	}
 	o.coord.AddFlags(cmd)
 	f := cmd.Flags()
+	f.StringVar(&o.coord.Etcd.Prefix, "etcd-prefix", store.DefaultConfig().Prefix, "prefix of every key the cluster keeps in etcd")
 	f.Lookup("min-workers").Hidden = true
 	f.IntVar(&o.Workers, "workers", 2, "worker processes in the layout")
 	f.IntVar(&o.Spares, "spares", 0, "extra worker processes that wait as spares (one takes a dead worker's place)")

@@ -174,8 +174,20 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*Stream, error) {
 	}
 	s := &Stream{ctx: ctx, req: r, notify: make(chan struct{}, 1)}
 	select {
+	case <-e.stop:
+		return nil, e.stoppedErr()
+	default:
+	}
+	select {
 	case e.in <- s:
-		return s, nil
+		// The loop ends every queued stream before it exits (closing
+		// done), so a stream sent before that is always answered.
+		select {
+		case <-e.done:
+			return nil, e.stoppedErr()
+		default:
+			return s, nil
+		}
 	case <-e.stop:
 		return nil, e.stoppedErr()
 	case <-ctx.Done():

@@ -85,8 +85,8 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
 	ec.LogLevel = "error"
 	ec.Logger = "zap"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.New(cfg.Log, zapcore.ErrorLevel))
 	closing := make(chan struct{})
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapslog.NewUntil(cfg.Log, zapcore.ErrorLevel, closing))
 	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(endOnClose(closing))}
 
 	e, err := embed.StartEtcd(ec)

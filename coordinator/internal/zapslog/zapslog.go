@@ -13,23 +13,35 @@ import (
 
 // New returns a zap logger that writes records at min and above to lg. A nil
 // lg drops everything.
-func New(lg *slog.Logger, min zapcore.Level) *zap.Logger {
+func New(lg *slog.Logger, min zapcore.Level) *zap.Logger { return NewUntil(lg, min, nil) }
+
+// NewUntil is New, silent once quiet is closed (etcd's server reports its
+// own orderly shutdown as errors).
+func NewUntil(lg *slog.Logger, min zapcore.Level, quiet <-chan struct{}) *zap.Logger {
 	if lg == nil {
 		return zap.NewNop()
 	}
-	return zap.New(&core{lg: lg, min: min})
+	return zap.New(&core{lg: lg, min: min, quiet: quiet})
 }
 
 type core struct {
 	lg     *slog.Logger
 	min    zapcore.Level
+	quiet  <-chan struct{}
 	fields []zapcore.Field
 }
 
-func (c *core) Enabled(l zapcore.Level) bool { return l >= c.min }
+func (c *core) Enabled(l zapcore.Level) bool {
+	select {
+	case <-c.quiet:
+		return false
+	default:
+		return l >= c.min
+	}
+}
 
 func (c *core) With(fields []zapcore.Field) zapcore.Core {
-	return &core{lg: c.lg, min: c.min, fields: append(c.fields[:len(c.fields):len(c.fields)], fields...)}
+	return &core{lg: c.lg, min: c.min, quiet: c.quiet, fields: append(c.fields[:len(c.fields):len(c.fields)], fields...)}
 }
 
 func (c *core) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
