@@ -2,10 +2,13 @@ package clustertest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	. "github.com/moemesh/moemesh/coordinator/clustertest"
@@ -254,5 +258,98 @@ func TestPartitionedWorkerIsFenced(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("%s not registered again", victim.ID())
+	})
+}
+
+// healthOf reads a coordinator's /health.
+func healthOf(t *testing.T, m Member) (int, map[string]any) {
+	t.Helper()
+	r, err := http.Get("http://" + m.HTTPAddr() + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return r.StatusCode, body
+}
+
+// TestFrontDoor checks what a client sees of the leader and of a standby,
+// and that bad requests get INVALID_ARGUMENT while the others are served.
+func TestFrontDoor(t *testing.T) {
+	c := InProcess.Start(t, Config{Model: modelDir, Workers: 2, Coordinators: 2, Context: 256})
+	lead := Leader(t, c, 60*time.Second)
+	var standby Member
+	for _, m := range c.Coordinators() {
+		if m.ID() != lead.ID() {
+			standby = m
+		}
+	}
+	Eventually(t, 10*time.Second, func() error {
+		code, body := healthOf(t, standby)
+		if code != http.StatusServiceUnavailable || body["role"] != "standby" || body["leader"] != lead.ID() {
+			return fmt.Errorf("standby /health: %d %v", code, body)
+		}
+		return nil
+	})
+	conn, err := grpc.NewClient(standby.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	Eventually(t, 10*time.Second, func() error {
+		h, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil || h.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			return fmt.Errorf("standby gRPC health: %v %v", h, err)
+		}
+		return nil
+	})
+	if _, err := Generate(context.Background(), standby.Addr(), request(false), nil); status.Code(err) != codes.Unavailable {
+		t.Errorf("Generate on the standby: %v, want UNAVAILABLE", err)
+	}
+
+	over := request(false)
+	over.MaxTokens = 1000
+	for _, tc := range []struct {
+		name string
+		req  *infpb.GenerateRequest
+	}{
+		{"empty prompt", &infpb.GenerateRequest{}},
+		{"token outside the vocabulary", &infpb.GenerateRequest{PromptTokenIds: []int32{1, 1 << 30}, MaxTokens: 4}},
+		{"negative token", &infpb.GenerateRequest{PromptTokenIds: []int32{-1}, MaxTokens: 4}},
+		{"max tokens over the context", over},
+		{"prompt over the context", &infpb.GenerateRequest{PromptTokenIds: make([]int32, 300), MaxTokens: 1}},
+		{"bad temperature", &infpb.GenerateRequest{Prompt: "hi", Sampling: &infpb.SamplingParams{Temperature: ptr(float32(-1))}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Generate(context.Background(), lead.Addr(), tc.req, nil); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("Generate: %v, want INVALID_ARGUMENT", err)
+			}
+		})
+	}
+	generate(t, lead.Addr(), request(false), nil) // still serving
+	code, body := healthOf(t, lead)
+	if code != http.StatusOK || body["role"] != "leader" || body["etcd"] != "ok" {
+		t.Errorf("leader /health: %d %v", code, body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestHealthBeforePlacement: a leader with 2 of the 3 workers it needs
+// (Spares -1: one fewer started) answers 503
+// and says what it waits for.
+func TestHealthBeforePlacement(t *testing.T) {
+	c := InProcess.Start(t, Config{Model: modelDir, Workers: 3, Spares: -1})
+	m := c.Coordinators()[0]
+	Eventually(t, 10*time.Second, func() error {
+		code, body := healthOf(t, m)
+		reason, _ := body["reason"].(string)
+		if code != http.StatusServiceUnavailable || body["role"] != "leader" || !strings.Contains(reason, "needs 3") {
+			return fmt.Errorf("/health: %d %v", code, body)
+		}
+		return nil
 	})
 }
