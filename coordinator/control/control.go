@@ -306,6 +306,17 @@ func (c *Coordinator) eventLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ev := <-c.events:
+			if ev.Member.Role == membership.RoleCoordinator && ev.Kind == membership.EventDead {
+				// A dead leader's election key would outlive it by the
+				// lease TTL; end it now so a standby leads in seconds.
+				c.log.Info("coordinator gone from the memberlist", "coordinator", ev.Member.Name)
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := c.st.FenceLeader(fctx, ev.Member.Name); err != nil {
+					c.log.Warn("fencing the dead leader", "coordinator", ev.Member.Name, "err", err)
+				}
+				cancel()
+				continue
+			}
 			if ev.Member.Role != membership.RoleWorker {
 				continue
 			}

@@ -542,12 +542,20 @@ func (ld *leading) Recover(ctx context.Context, cause error) error {
 func (ld *leading) findDead(ctx context.Context) (dead map[string]bool, serving bool) {
 	dead = map[string]bool{}
 	serving = true
-	hs := ld.probe(ctx, ld.rec.Addrs)
+	// memberlist's verdict stands: a frozen worker would only cost two
+	// probe timeouts.
+	addrs := make([]string, len(ld.rec.Addrs))
+	for i, a := range ld.rec.Addrs {
+		if !ld.isSuspect(ld.rec.WorkerIds[i]) {
+			addrs[i] = a
+		}
+	}
+	hs := ld.probe(ctx, addrs)
 	retry := make([]string, len(hs))
 	again := false
 	for i, h := range hs {
-		if h == nil {
-			retry[i], again = ld.rec.Addrs[i], true
+		if h == nil && addrs[i] != "" {
+			retry[i], again = addrs[i], true
 		}
 	}
 	if again {

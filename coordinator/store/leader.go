@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -143,4 +144,26 @@ func (s *Store) LeaderID(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("store: leader: %w", ErrNotFound)
 	}
 	return string(resp.Kvs[0].Value), nil
+}
+
+// FenceLeader ends the leadership of coordinator id when it holds it: it
+// revokes the lease of id's election key, so a standby wins at once instead
+// of waiting out the TTL. It is for a leader memberlist declared dead; a
+// leader that was only cut off loses nothing it could still do, since its
+// writes are guarded by that key (ErrNotLeader). Not leading, or no key,
+// is not an error.
+func (s *Store) FenceLeader(ctx context.Context, id string) error {
+	ctx, cancel := s.reqCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.prefix+KeyElection+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return s.fail(ctx, "fence leader "+id, err)
+	}
+	if len(resp.Kvs) == 0 || string(resp.Kvs[0].Value) != id {
+		return nil
+	}
+	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return s.fail(ctx, "fence leader "+id, err)
+	}
+	return nil
 }
