@@ -55,7 +55,7 @@ func next(hist []int32, vocab int) int32 {
 	return int32(h % uint64(vocab))
 }
 
-func (f *fakeCluster) Geometry() Geometry { return f.geo }
+func (f *fakeCluster) Geometry() Geometry  { return f.geo }
 func (f *fakeCluster) Alarm() <-chan error { return f.alarm }
 
 func (f *fakeCluster) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint64) (map[uint64]*pb.SeqResult, error) {
