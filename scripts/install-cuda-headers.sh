@@ -22,7 +22,9 @@ stub="$dir/usr/lib/x86_64-linux-gnu/stubs/libcuda.so"
 
 if [[ ! -f $hdr || ! -f $stub ]]; then
 	mkdir -p "$dir"
-	if ! apt-cache show nvidia-cuda-dev >/dev/null 2>&1; then
+	# `apt-cache show` succeeds for a package apt only heard of (e.g. as a
+	# dependency) without any candidate to download; madison lists versions.
+	if [[ -z $(apt-cache madison nvidia-cuda-dev 2>/dev/null) ]]; then
 		list=/etc/apt/sources.list.d/moemesh-nonfree.list
 		echo "install-cuda-headers: adding Debian non-free to $list" >&2
 		# The keyring must be repeated, or apt reports conflicting Signed-By values.

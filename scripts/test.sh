@@ -31,7 +31,8 @@ fi
 
 if [ -x scripts/install-cuda-headers.sh ]; then
   step "CUDA build (compile and vet only: no GPU here)"
-  eval "$(scripts/install-cuda-headers.sh)"
+  cuda_env=$(scripts/install-cuda-headers.sh) # fails the run when it fails
+  eval "$cuda_env"
   go vet -tags cuda ./...
   go test -tags cuda -c -o /dev/null ./kernels/cuda/
   go build -tags cuda -o /dev/null ./cmd/moemesh
