@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/coordinator/control"
+	"github.com/moemesh/moemesh/coordinator/etcdembed"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/membership"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
@@ -118,14 +119,12 @@ func (o *coordinatorOptions) Validate() error {
 
 func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	o := &coordinatorOptions{}
+	var dataDir, etcdListen string
 	cmd := &cobra.Command{
-		Use:   "coordinator --etcd-endpoints URLS [--model DIR]",
+		Use:   "coordinator [--etcd-endpoints URLS] [--model DIR]",
 		Short: "Run a coordinator: campaigns for leadership in etcd; the leader plans the layout, drives the workers and serves the APIs",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(o.Etcd.Endpoints) == 0 {
-				return usagef("--etcd-endpoints is required (moemesh local starts an embedded etcd)")
-			}
 			if err := o.Validate(); err != nil {
 				return err
 			}
@@ -134,6 +133,19 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 			log, err := newLogger(s, o.LogLevel)
 			if err != nil {
 				return err
+			}
+			if len(o.Etcd.Endpoints) == 0 {
+				// No external etcd: run an embedded one (loopback only).
+				ec := etcdembed.DefaultConfig(dataDir)
+				ec.Log, ec.ClientURL = log, "http://"+etcdListen
+				etcd, err := etcdembed.Start(ctx, ec)
+				if err != nil {
+					return err
+				}
+				defer etcd.Close()
+				o.Etcd.Endpoints = etcd.Endpoints()
+				fmt.Fprintf(s.Out, "moemesh coordinator: embedded etcd on %s (data in %s); start workers with --etcd-endpoints %s\n",
+					etcd.Endpoints()[0], dataDir, etcd.Endpoints()[0])
 			}
 			st, err := o.Etcd.open(log)
 			if err != nil {
@@ -145,6 +157,8 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	}
 	o.Etcd.AddFlags(cmd)
 	o.AddFlags(cmd)
+	cmd.Flags().StringVar(&dataDir, "data-dir", "moemesh-etcd", "data directory of the embedded etcd started when --etcd-endpoints is absent")
+	cmd.Flags().StringVar(&etcdListen, "etcd-listen", "127.0.0.1:2379", "client address of that embedded etcd (loopback only)")
 	return cmd
 }
 

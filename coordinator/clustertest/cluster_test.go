@@ -55,6 +55,17 @@ func TestMain(m *testing.M) {
 
 func runners() []Runner { return []Runner{InProcess, Processes(binary)} }
 
+// etcdKind runs the in-process clusters on the embedded etcd and the real
+// processes on the real etcd server when it is there (scripts/test.sh
+// requires it), so both etcds carry every failure scenario.
+func etcdKind(t *testing.T, r Runner) storetest.Kind {
+	if r.Name() == InProcess.Name() {
+		return storetest.Embedded
+	}
+	kinds := storetest.Kinds(t)
+	return kinds[len(kinds)-1]
+}
+
 // request is a long generation with a fixed prompt: greedy, or seeded
 // sampling with every filter and a penalty.
 func request(seeded bool) *infpb.GenerateRequest {
@@ -97,7 +108,7 @@ func killAt(t *testing.T, m Member, n int, at *time.Time) func(int) {
 func TestWorkerDeath(t *testing.T) {
 	for _, r := range runners() {
 		t.Run(r.Name(), func(t *testing.T) {
-			c := r.Start(t, Config{Model: modelDir, Workers: 2, Spares: 1, Etcd: storetest.Embedded})
+			c := r.Start(t, Config{Model: modelDir, Workers: 2, Spares: 1, Etcd: etcdKind(t, r)})
 			lead := Leader(t, c, 60*time.Second)
 			greedy := generate(t, lead.Addr(), request(false), nil)
 			seeded := generate(t, lead.Addr(), request(true), nil)
@@ -147,7 +158,7 @@ func TestWorkerDeath(t *testing.T) {
 func TestLeaderFailover(t *testing.T) {
 	for _, r := range runners() {
 		t.Run(r.Name(), func(t *testing.T) {
-			c := r.Start(t, Config{Model: modelDir, Workers: 2, Coordinators: 2, Etcd: storetest.Embedded})
+			c := r.Start(t, Config{Model: modelDir, Workers: 2, Coordinators: 2, Etcd: etcdKind(t, r)})
 			lead := Leader(t, c, 60*time.Second)
 			want := generate(t, lead.Addr(), request(true), nil)
 			var killed time.Time
@@ -198,7 +209,8 @@ func TestEtcdOutage(t *testing.T) {
 // leader replaced it, then thaws it: it learns its lease was revoked,
 // drops its shards, and refuses steps of the old epoch.
 func TestPartitionedWorkerIsFenced(t *testing.T) {
-	c := Processes(binary).Start(t, Config{Model: modelDir, Workers: 2, Spares: 1})
+	r := Processes(binary)
+	c := r.Start(t, Config{Model: modelDir, Workers: 2, Spares: 1, Etcd: etcdKind(t, r)})
 	lead := Leader(t, c, 60*time.Second)
 	want := generate(t, lead.Addr(), request(false), nil)
 	old, err := c.Store().CurrentPlacement(context.Background())
