@@ -17,6 +17,7 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator/etcdembed"
 	"github.com/moemesh/moemesh/coordinator/store"
+	"github.com/moemesh/moemesh/internal/syncio"
 )
 
 func init() { register(newLocalCmd) }
@@ -188,7 +189,7 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 	}
 	n := o.Workers + o.Spares
 	w := &workerProcs{}
-	stderr := &lockedWriter{w: s.ErrOut}
+	stderr := &syncio.Writer{W: s.ErrOut}
 	for i := range n {
 		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close",
 			"--etcd-endpoints", endpoints[0], "--etcd-prefix", o.coord.Etcd.Prefix, "--id", fmt.Sprintf("w%d", i),

@@ -11,25 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moemesh/moemesh/internal/syncio"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLocal runs `moemesh local` as a user would: it prints where the APIs
 // listen, /health turns 200, `generate --server` equals a one-process
@@ -42,7 +26,7 @@ func TestLocal(t *testing.T) {
 	workerStarted = func(_ int, c *exec.Cmd) { mu.Lock(); procs = append(procs, c); mu.Unlock() }
 	t.Cleanup(func() { workerStarted = nil })
 
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &syncio.Buffer{}, &syncio.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	root := newRootCmd(IOStreams{In: strings.NewReader(""), Out: out, ErrOut: errOut})

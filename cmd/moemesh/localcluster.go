@@ -9,10 +9,10 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/moemesh/moemesh/coordinator"
+	"github.com/moemesh/moemesh/internal/syncio"
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sharding"
@@ -72,7 +72,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 		}
 	}
 	addrs := make([]string, c.Workers)
-	stderr := &lockedWriter{w: s.ErrOut} // one writer shared by every worker's stderr copier
+	stderr := &syncio.Writer{W: s.ErrOut} // one writer shared by every worker's stderr copier
 	for w := range c.Workers {
 		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device)
 		cmd.Stderr = stderr
@@ -155,16 +155,4 @@ func readListenAddr(r io.Reader, timeout time.Duration) (string, error) {
 	case <-time.After(timeout):
 		return "", fmt.Errorf("not listening after %v", timeout)
 	}
-}
-
-// lockedWriter serialises writes from several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

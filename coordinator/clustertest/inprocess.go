@@ -12,6 +12,7 @@ import (
 	"github.com/moemesh/moemesh/coordinator/control"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/internal/syncio"
 	"github.com/moemesh/moemesh/membership"
 	"github.com/moemesh/moemesh/serving"
 	"github.com/moemesh/moemesh/worker"
@@ -46,7 +47,7 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 	t.Helper()
 	cfg.defaults()
 	checkLeaks(t)
-	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &logBuffer{}}
+	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &syncio.Buffer{Limit: 4 << 20}}
 	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -66,7 +67,7 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 
 type ipCluster struct {
 	cfg     Config
-	logs    *logBuffer
+	logs    *syncio.Buffer
 	log     *slog.Logger
 	etcd    *storetest.Etcd
 	st      *store.Store

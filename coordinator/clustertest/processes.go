@@ -16,6 +16,7 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/internal/syncio"
 )
 
 // Build compiles the moemesh command into dir and returns its path.
@@ -71,7 +72,7 @@ type proc struct {
 	id, addr, http string
 	cmd            *exec.Cmd
 	stdin          io.Closer
-	log            *logBuffer
+	log            *syncio.Buffer
 	once           sync.Once
 	waited         chan struct{}
 }
@@ -83,7 +84,7 @@ var (
 
 func (c *procCluster) start(t testing.TB, id string, args []string, ready *regexp.Regexp) *proc {
 	t.Helper()
-	p := &proc{id: id, log: &logBuffer{}, waited: make(chan struct{})}
+	p := &proc{id: id, log: &syncio.Buffer{Limit: 1 << 20}, waited: make(chan struct{})}
 	p.cmd = exec.Command(c.bin, args...)
 	p.cmd.Stderr = p.log
 	p.cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
@@ -181,21 +182,3 @@ func (p *proc) Kill(t testing.TB) {
 
 func (p *proc) Pause(testing.TB) error  { return p.cmd.Process.Signal(syscall.SIGSTOP) }
 func (p *proc) Resume(testing.TB) error { return p.cmd.Process.Signal(syscall.SIGCONT) }
-
-// logBuffer collects a process's stderr.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moemesh/moemesh/internal/syncio"
 )
 
 // startBinary runs the etcd binary and waits until /health answers.
@@ -25,7 +26,7 @@ func (e *Etcd) startBinary() (func(), error) {
 		"--initial-cluster", "storetest="+e.peerURL,
 		"--log-level", "error",
 	)
-	var stderr syncBuffer
+	stderr := syncio.Buffer{Limit: 64 << 10}
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
@@ -76,25 +77,4 @@ func healthy(url string) bool {
 	var body [256]byte
 	n, _ := resp.Body.Read(body[:])
 	return resp.StatusCode == http.StatusOK && bytes.Contains(body[:n], []byte(`"health":"true"`))
-}
-
-// syncBuffer collects the process's output for error messages.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 64<<10 {
-		return len(p), nil // keep the start of the log, drop the rest
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
