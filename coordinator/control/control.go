@@ -236,16 +236,6 @@ func (c *Coordinator) ContextTokens() int {
 	return (c.cfg.KVTokens + c.cfg.BlockSize - 1) / c.cfg.BlockSize * c.cfg.BlockSize
 }
 
-// Vocab returns the served model's vocabulary size (0 before a placement).
-func (c *Coordinator) Vocab() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lead == nil || c.lead.cfg == nil {
-		return 0
-	}
-	return c.lead.cfg.VocabSize
-}
-
 // Close stops serving: running requests fail, leadership is resigned so a
 // standby takes over at once, and the coordinator leaves the memberlist
 // and deregisters.

@@ -100,7 +100,11 @@ func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
 // start adopts the placement in etcd when its workers still serve it, and
 // plans a new one otherwise.
 func (ld *leading) start(ctx context.Context) error {
-	dir, cfg, err := ld.retryEtcd(ctx, func(ctx context.Context) (string, *model.Config, error) { return ld.c.modelConfig(ctx, ld.l) })
+	dir, cfg, err := ld.c.modelConfig(ctx, ld.l)
+	for errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil { // etcd not reachable yet
+		sleep(ctx, 10*ld.c.cfg.PollInterval)
+		dir, cfg, err = ld.c.modelConfig(ctx, ld.l)
+	}
 	if err != nil {
 		return err
 	}
@@ -122,16 +126,6 @@ func (ld *leading) start(ctx context.Context) error {
 		return ld.initial(ctx)
 	default:
 		return err
-	}
-}
-
-func (ld *leading) retryEtcd(ctx context.Context, f func(ctx context.Context) (string, *model.Config, error)) (string, *model.Config, error) {
-	for {
-		a, b, err := f(ctx)
-		if err == nil || errors.Is(err, store.ErrNotLeader) || ctx.Err() != nil || !errors.Is(err, store.ErrUnavailable) {
-			return a, b, err
-		}
-		sleep(ctx, 10*ld.c.cfg.PollInterval)
 	}
 }
 

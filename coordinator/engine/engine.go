@@ -349,7 +349,6 @@ func (e *Engine) loop() {
 					q.s.end("", fmt.Errorf("%w: %d positions do not fit %d blocks of %d", ErrKVFull, q.ms.Len+len(q.pending), geo.KVBlocks, geo.BlockSize))
 					pools.release(&q.ms)
 					finished = append(finished, q.ms.ID)
-					running = nil
 				}
 				continue
 			}
@@ -365,6 +364,9 @@ func (e *Engine) loop() {
 			continue
 		}
 		res, err := e.b.Step(ctx, steps, finished)
+		if err == nil {
+			err = checkResults(res, stepped, geo.Vocab)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -394,17 +396,7 @@ func (e *Engine) loop() {
 		}
 		finished = nil
 		for _, q := range stepped {
-			r, ok := res[q.ms.ID]
-			if !ok || r.Token < 0 || int(r.Token) >= geo.Vocab {
-				err := fmt.Errorf("engine: no valid token for sequence %d", q.ms.ID)
-				if ok {
-					err = fmt.Errorf("engine: token %d for sequence %d is outside the vocabulary", r.Token, q.ms.ID)
-				}
-				if rerr := e.b.Recover(ctx, err); rerr != nil && ctx.Err() == nil {
-					failAll(fmt.Errorf("%w: %w", ErrClusterDown, rerr))
-				}
-				break
-			}
+			r := res[q.ms.ID]
 			q.ms.Len += len(q.pending)
 			q.gen = append(q.gen, r.Token)
 			q.s.push(r.Token)
@@ -426,6 +418,21 @@ func (e *Engine) loop() {
 			return q.s.done
 		})
 	}
+}
+
+// checkResults reports a step that did not return a valid token for every
+// sequence it ran; the engine then recovers as from a failed step.
+func checkResults(res map[uint64]*pb.SeqResult, stepped []*seq, vocab int) error {
+	for _, q := range stepped {
+		r, ok := res[q.ms.ID]
+		switch {
+		case !ok:
+			return fmt.Errorf("engine: no token for sequence %d", q.ms.ID)
+		case r.Token < 0 || int(r.Token) >= vocab:
+			return fmt.Errorf("engine: token %d for sequence %d is outside the vocabulary of %d", r.Token, q.ms.ID, vocab)
+		}
+	}
+	return nil
 }
 
 func badToken(ids []int32, vocab int) int {

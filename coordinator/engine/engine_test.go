@@ -31,6 +31,7 @@ type fakeCluster struct {
 	kv       map[uint64][]int32
 	steps    int
 	failAt   map[int]bool // step numbers that fail
+	badAt    int          // a step that answers an invalid token
 	recovers int
 	alarm    chan error
 	// gate, when set, admits one step per value received.
@@ -93,13 +94,16 @@ func (f *fakeCluster) Step(ctx context.Context, seqs []*pb.SeqStep, finished []u
 		f.kv[s.SeqId] = append(f.kv[s.SeqId], s.Tokens...)
 		out[s.SeqId] = &pb.SeqResult{SeqId: s.SeqId, Token: next(f.kv[s.SeqId], f.geo.Vocab)}
 	}
+	if f.steps == f.badAt {
+		out[seqs[len(seqs)-1].SeqId].Token = int32(f.geo.Vocab) // a worker gone wrong
+	}
 	return out, nil
 }
 
 func (f *fakeCluster) Recover(ctx context.Context, cause error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !errors.Is(cause, errInjected) {
+	if !errors.Is(cause, errInjected) && f.steps != f.badAt {
 		return fmt.Errorf("unexpected failure: %w", cause)
 	}
 	f.recovers++
@@ -294,5 +298,22 @@ func TestStopToken(t *testing.T) {
 	}
 	if diff := cmp.Diff(free[:4], toks); diff != "" {
 		t.Errorf("tokens up to the stop id (-want +got):\n%s", diff)
+	}
+}
+
+// TestInvalidTokenRecovers: a step that answers a token outside the
+// vocabulary is treated as a failed step: nothing of it is kept, and the
+// sequences are resubmitted.
+func TestInvalidTokenRecovers(t *testing.T) {
+	geo := Geometry{Groups: 2, KVBlocks: 64, BlockSize: 4, Vocab: 1000}
+	reqs := requests(6)
+	want := run(t, newFake(geo), reqs)
+	f := newFake(geo)
+	f.badAt = 3
+	if diff := cmp.Diff(want, run(t, f, reqs)); diff != "" {
+		t.Errorf("after an invalid token (-want +got):\n%s", diff)
+	}
+	if f.recovers != 1 {
+		t.Errorf("%d recoveries, want 1", f.recovers)
 	}
 }
