@@ -463,9 +463,12 @@ type Sampling struct {
 	// tokens are divided by it and negative ones multiplied.
 	RepetitionPenalty float32 `protobuf:"fixed32,6,opt,name=repetition_penalty,json=repetitionPenalty,proto3" json:"repetition_penalty,omitempty"`
 	// seed makes sampling reproducible per sequence.
-	Seed          uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seed uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
+	// frequency_penalty times the count of each generated token is
+	// subtracted from its logit.
+	FrequencyPenalty float32 `protobuf:"fixed32,8,opt,name=frequency_penalty,json=frequencyPenalty,proto3" json:"frequency_penalty,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Sampling) Reset() {
@@ -547,6 +550,13 @@ func (x *Sampling) GetSeed() uint64 {
 	return 0
 }
 
+func (x *Sampling) GetFrequencyPenalty() float32 {
+	if x != nil {
+		return x.FrequencyPenalty
+	}
+	return 0
+}
+
 // SeqStep is one sequence's share of a step.
 type SeqStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -575,7 +585,12 @@ type SeqStep struct {
 	// sequence resubmitted from its tokens (prompt + generated so far, after
 	// a re-plan) samples as the uninterrupted one would. 0 means: the tokens
 	// fed before the first sampled token are the prompt.
-	PromptLen     int32 `protobuf:"varint,9,opt,name=prompt_len,json=promptLen,proto3" json:"prompt_len,omitempty"`
+	PromptLen int32 `protobuf:"varint,9,opt,name=prompt_len,json=promptLen,proto3" json:"prompt_len,omitempty"`
+	// logprobs asks for the log-probability of the sampled token and of the
+	// top_logprobs most likely tokens (SeqResult), computed from the raw
+	// logits before any sampling parameter is applied.
+	Logprobs      bool   `protobuf:"varint,10,opt,name=logprobs,proto3" json:"logprobs,omitempty"`
+	TopLogprobs   uint32 `protobuf:"varint,11,opt,name=top_logprobs,json=topLogprobs,proto3" json:"top_logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +688,20 @@ func (x *SeqStep) GetPromptLen() int32 {
 	return 0
 }
 
+func (x *SeqStep) GetLogprobs() bool {
+	if x != nil {
+		return x.Logprobs
+	}
+	return false
+}
+
+func (x *SeqStep) GetTopLogprobs() uint32 {
+	if x != nil {
+		return x.TopLogprobs
+	}
+	return 0
+}
+
 // SeqResult is one sequence's outcome of a step.
 type SeqResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -681,7 +710,13 @@ type SeqResult struct {
 	Token int32 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	// logits of the last position, F32 [1, vocab], when
 	// StepRequest.return_logits (every position with SeqStep.all_logits).
-	Logits        *Tensor `protobuf:"bytes,3,opt,name=logits,proto3" json:"logits,omitempty"`
+	Logits *Tensor `protobuf:"bytes,3,opt,name=logits,proto3" json:"logits,omitempty"`
+	// logprob is the sampled token's log-probability (SeqStep.logprobs).
+	Logprob float32 `protobuf:"fixed32,4,opt,name=logprob,proto3" json:"logprob,omitempty"`
+	// top_ids and top_logprobs are the most likely tokens, most likely
+	// first, ties to the lowest id (SeqStep.top_logprobs of them).
+	TopIds        []int32   `protobuf:"varint,5,rep,packed,name=top_ids,json=topIds,proto3" json:"top_ids,omitempty"`
+	TopLogprobs   []float32 `protobuf:"fixed32,6,rep,packed,name=top_logprobs,json=topLogprobs,proto3" json:"top_logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -733,6 +768,27 @@ func (x *SeqResult) GetToken() int32 {
 func (x *SeqResult) GetLogits() *Tensor {
 	if x != nil {
 		return x.Logits
+	}
+	return nil
+}
+
+func (x *SeqResult) GetLogprob() float32 {
+	if x != nil {
+		return x.Logprob
+	}
+	return 0
+}
+
+func (x *SeqResult) GetTopIds() []int32 {
+	if x != nil {
+		return x.TopIds
+	}
+	return nil
+}
+
+func (x *SeqResult) GetTopLogprobs() []float32 {
+	if x != nil {
+		return x.TopLogprobs
 	}
 	return nil
 }
@@ -848,7 +904,13 @@ type StepStats struct {
 	// compute_us is the wall time outside collectives.
 	ComputeUs int64 `protobuf:"varint,2,opt,name=compute_us,json=computeUs,proto3" json:"compute_us,omitempty"`
 	// wall_us is the step's total wall time on the worker.
-	WallUs        int64 `protobuf:"varint,3,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
+	WallUs int64 `protobuf:"varint,3,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
+	// expert_tokens counts the tokens this worker's router sent to each
+	// expert this step, layer-major: [MoE layer][expert] over every layer
+	// and expert of the model (empty for a dense model). Each token is
+	// counted by the one rank that routes it, so the sum over workers is
+	// the cluster's routing.
+	ExpertTokens  []uint32 `protobuf:"varint,4,rep,packed,name=expert_tokens,json=expertTokens,proto3" json:"expert_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -904,6 +966,13 @@ func (x *StepStats) GetWallUs() int64 {
 	return 0
 }
 
+func (x *StepStats) GetExpertTokens() []uint32 {
+	if x != nil {
+		return x.ExpertTokens
+	}
+	return nil
+}
+
 var File_moemesh_v1_messages_proto protoreflect.FileDescriptor
 
 const file_moemesh_v1_messages_proto_rawDesc = "" +
@@ -934,7 +1003,7 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\x05layer\x18\x01 \x01(\rR\x05layer\x123\n" +
 	"\aworkers\x18\x02 \x03(\v2\x19.moemesh.v1.WorkerExpertsR\aworkers\")\n" +
 	"\rWorkerExperts\x12\x18\n" +
-	"\aexperts\x18\x01 \x03(\rR\aexperts\"\xd9\x01\n" +
+	"\aexperts\x18\x01 \x03(\rR\aexperts\"\x86\x02\n" +
 	"\bSampling\x12 \n" +
 	"\vtemperature\x18\x01 \x01(\x02R\vtemperature\x12\x13\n" +
 	"\x05top_k\x18\x02 \x01(\x05R\x04topK\x12\x13\n" +
@@ -942,7 +1011,8 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\x05min_p\x18\x04 \x01(\x02R\x04minP\x12)\n" +
 	"\x10presence_penalty\x18\x05 \x01(\x02R\x0fpresencePenalty\x12-\n" +
 	"\x12repetition_penalty\x18\x06 \x01(\x02R\x11repetitionPenalty\x12\x12\n" +
-	"\x04seed\x18\a \x01(\x04R\x04seed\"\x9d\x02\n" +
+	"\x04seed\x18\a \x01(\x04R\x04seed\x12+\n" +
+	"\x11frequency_penalty\x18\b \x01(\x02R\x10frequencyPenalty\"\xdc\x02\n" +
 	"\aSeqStep\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x16\n" +
 	"\x06tokens\x18\x02 \x03(\x05R\x06tokens\x12\x1b\n" +
@@ -956,11 +1026,17 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\n" +
 	"all_logits\x18\b \x01(\bR\tallLogits\x12\x1d\n" +
 	"\n" +
-	"prompt_len\x18\t \x01(\x05R\tpromptLen\"d\n" +
+	"prompt_len\x18\t \x01(\x05R\tpromptLen\x12\x1a\n" +
+	"\blogprobs\x18\n" +
+	" \x01(\bR\blogprobs\x12!\n" +
+	"\ftop_logprobs\x18\v \x01(\rR\vtopLogprobs\"\xba\x01\n" +
 	"\tSeqResult\x12\x15\n" +
 	"\x06seq_id\x18\x01 \x01(\x04R\x05seqId\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x05R\x05token\x12*\n" +
-	"\x06logits\x18\x03 \x01(\v2\x12.moemesh.v1.TensorR\x06logits\"\xd8\x02\n" +
+	"\x06logits\x18\x03 \x01(\v2\x12.moemesh.v1.TensorR\x06logits\x12\x18\n" +
+	"\alogprob\x18\x04 \x01(\x02R\alogprob\x12\x17\n" +
+	"\atop_ids\x18\x05 \x03(\x05R\x06topIds\x12!\n" +
+	"\ftop_logprobs\x18\x06 \x03(\x02R\vtopLogprobs\"\xd8\x02\n" +
 	"\n" +
 	"PhaseStats\x12'\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x11.moemesh.v1.PhaseR\x05phase\x12*\n" +
@@ -970,12 +1046,13 @@ const file_moemesh_v1_messages_proto_rawDesc = "" +
 	"\x13wire_bytes_received\x18\x05 \x01(\x04R\x11wireBytesReceived\x12#\n" +
 	"\rmessages_sent\x18\x06 \x01(\x04R\fmessagesSent\x12+\n" +
 	"\x11messages_received\x18\a \x01(\x04R\x10messagesReceived\x12\x17\n" +
-	"\atime_us\x18\b \x01(\x03R\x06timeUs\"s\n" +
+	"\atime_us\x18\b \x01(\x03R\x06timeUs\"\x98\x01\n" +
 	"\tStepStats\x12.\n" +
 	"\x06phases\x18\x01 \x03(\v2\x16.moemesh.v1.PhaseStatsR\x06phases\x12\x1d\n" +
 	"\n" +
 	"compute_us\x18\x02 \x01(\x03R\tcomputeUs\x12\x17\n" +
-	"\awall_us\x18\x03 \x01(\x03R\x06wallUs*\xc1\x01\n" +
+	"\awall_us\x18\x03 \x01(\x03R\x06wallUs\x12#\n" +
+	"\rexpert_tokens\x18\x04 \x03(\rR\fexpertTokens*\xc1\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PHASE_ALLREDUCE_ATTN\x10\x01\x12\x13\n" +

@@ -7,6 +7,11 @@
 // Package moemesh.inference.v1 is the public inference API that clients and
 // the Go SDK import. It shares nothing with the internal cluster protocol
 // (moemesh.v1), so a client never pulls in the workers' messages.
+//
+// Authentication: when the server has API keys, every RPC carries the
+// metadata "authorization: Bearer <key>"; a missing or wrong key is
+// UNAUTHENTICATED. Limits (prompt tokens, concurrent streams per key,
+// message size) answer RESOURCE_EXHAUSTED or INVALID_ARGUMENT.
 
 package inferencev1
 
@@ -42,9 +47,28 @@ type GenerateRequest struct {
 	MaxTokens uint32          `protobuf:"varint,5,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
 	Sampling  *SamplingParams `protobuf:"bytes,6,opt,name=sampling,proto3" json:"sampling,omitempty"`
 	// ignore_eos keeps generating past end-of-sequence tokens.
-	IgnoreEos     bool `protobuf:"varint,7,opt,name=ignore_eos,json=ignoreEos,proto3" json:"ignore_eos,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IgnoreEos bool `protobuf:"varint,7,opt,name=ignore_eos,json=ignoreEos,proto3" json:"ignore_eos,omitempty"`
+	// model names the served model; empty means the one this cluster serves.
+	Model string `protobuf:"bytes,8,opt,name=model,proto3" json:"model,omitempty"`
+	// stop ends generation when the text contains one of these strings; the
+	// text is cut before it (finish_reason "stop").
+	Stop []string `protobuf:"bytes,9,rep,name=stop,proto3" json:"stop,omitempty"`
+	// stop_token_ids end generation when sampled, besides the model's
+	// end-of-sequence ids (the token is reported in token_ids, not in text).
+	StopTokenIds []int32 `protobuf:"varint,10,rep,packed,name=stop_token_ids,json=stopTokenIds,proto3" json:"stop_token_ids,omitempty"`
+	// logprobs, when set, returns the log-probability of every generated
+	// token and of the logprobs most likely tokens at its position (0: the
+	// sampled token only; at most 20). Log-probabilities are those of the
+	// model's distribution before any sampling parameter is applied.
+	Logprobs *uint32 `protobuf:"varint,11,opt,name=logprobs,proto3,oneof" json:"logprobs,omitempty"`
+	// resume_token_ids are tokens an earlier attempt of this same request
+	// already returned (the SDK sends them after a failover): generation
+	// continues after them as if it had never stopped; they count toward
+	// max_tokens and are not sent again. With the same seed the result
+	// equals an uninterrupted run.
+	ResumeTokenIds []int32 `protobuf:"varint,12,rep,packed,name=resume_token_ids,json=resumeTokenIds,proto3" json:"resume_token_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GenerateRequest) Reset() {
@@ -126,28 +150,73 @@ func (x *GenerateRequest) GetIgnoreEos() bool {
 	return false
 }
 
-// SamplingParams holds the sampling parameters; an unset field takes the
-// server's default (greedy for temperature, "off" for the filters).
+func (x *GenerateRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *GenerateRequest) GetStop() []string {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetStopTokenIds() []int32 {
+	if x != nil {
+		return x.StopTokenIds
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetLogprobs() uint32 {
+	if x != nil && x.Logprobs != nil {
+		return *x.Logprobs
+	}
+	return 0
+}
+
+func (x *GenerateRequest) GetResumeTokenIds() []int32 {
+	if x != nil {
+		return x.ResumeTokenIds
+	}
+	return nil
+}
+
+// SamplingParams holds the sampling parameters. An unset field takes the
+// model's generation_config.json value when it has one (Qwen3: temperature
+// 0.6, top_p 0.95, top_k 20), else the neutral value named on the field.
+// docs/sampling.md gives the order they are applied in (vLLM's).
 type SamplingParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// temperature 0 means greedy (argmax).
+	// temperature divides the logits; below 1e-5 means greedy (argmax).
+	// Neutral: 1.
 	Temperature *float32 `protobuf:"fixed32,1,opt,name=temperature,proto3,oneof" json:"temperature,omitempty"`
-	// top_k 0 means no top-k filter.
+	// top_k keeps the k most likely tokens and every token tied with the
+	// k-th; 0 or -1 turns it off (neutral).
 	TopK *int32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3,oneof" json:"top_k,omitempty"`
-	// top_p 1 means no nucleus filter.
+	// top_p keeps the smallest set of most likely tokens whose probability
+	// reaches top_p; 1 turns it off (neutral).
 	TopP *float32 `protobuf:"fixed32,3,opt,name=top_p,json=topP,proto3,oneof" json:"top_p,omitempty"`
-	// min_p 0 means no min-p filter.
+	// min_p drops tokens less likely than min_p times the most likely one;
+	// 0 turns it off (neutral). Applied before top_k and top_p.
 	MinP *float32 `protobuf:"fixed32,4,opt,name=min_p,json=minP,proto3,oneof" json:"min_p,omitempty"`
 	// presence_penalty is subtracted once from the logit of every token the
-	// sequence has generated.
+	// sequence has generated (not the prompt). In [-2, 2]; neutral 0.
 	PresencePenalty *float32 `protobuf:"fixed32,5,opt,name=presence_penalty,json=presencePenalty,proto3,oneof" json:"presence_penalty,omitempty"`
-	// repetition_penalty 1 means none.
+	// repetition_penalty divides positive and multiplies negative logits of
+	// every token in the prompt or the generated tokens; neutral 1.
 	RepetitionPenalty *float32 `protobuf:"fixed32,6,opt,name=repetition_penalty,json=repetitionPenalty,proto3,oneof" json:"repetition_penalty,omitempty"`
 	// seed makes sampling reproducible; the same seed gives the same tokens
-	// on every layout, and after a worker failure.
-	Seed          *uint64 `protobuf:"varint,7,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// on every layout, and after a worker failure. Unset: a random seed.
+	Seed *uint64 `protobuf:"varint,7,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
+	// frequency_penalty times the number of times a token was generated is
+	// subtracted from its logit. In [-2, 2]; neutral 0.
+	FrequencyPenalty *float32 `protobuf:"fixed32,8,opt,name=frequency_penalty,json=frequencyPenalty,proto3,oneof" json:"frequency_penalty,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SamplingParams) Reset() {
@@ -229,19 +298,30 @@ func (x *SamplingParams) GetSeed() uint64 {
 	return 0
 }
 
+func (x *SamplingParams) GetFrequencyPenalty() float32 {
+	if x != nil && x.FrequencyPenalty != nil {
+		return *x.FrequencyPenalty
+	}
+	return 0
+}
+
 // GenerateResponse is one streamed piece of the completion.
 type GenerateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// token_ids are the tokens sampled since the previous response.
+	// token_ids are the tokens generated since the previous response.
 	TokenIds []int32 `protobuf:"varint,1,rep,packed,name=token_ids,json=tokenIds,proto3" json:"token_ids,omitempty"`
 	// text is the decoded text of token_ids (UTF-8 sequences split across
-	// tokens are held back until complete).
+	// tokens are held back until complete; text matching a stop string is
+	// not sent).
 	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
 	// finish_reason is set on the last response: "stop" (an end-of-sequence
-	// token) or "length" (max_tokens or the context reached).
+	// token, a stop token id or a stop string) or "length" (max_tokens or
+	// the context reached).
 	FinishReason string `protobuf:"bytes,3,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
 	// usage is set on the last response.
-	Usage         *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *Usage `protobuf:"bytes,4,opt,name=usage,proto3" json:"usage,omitempty"`
+	// logprobs has one entry per token of token_ids when the request asked.
+	Logprobs      []*TokenLogprob `protobuf:"bytes,5,rep,name=logprobs,proto3" json:"logprobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,18 +384,170 @@ func (x *GenerateResponse) GetUsage() *Usage {
 	return nil
 }
 
+func (x *GenerateResponse) GetLogprobs() []*TokenLogprob {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
+// TokenLogprob is the log-probability of one generated token.
+type TokenLogprob struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TokenId int32                  `protobuf:"varint,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// token is the token's text (bytes that are not UTF-8 as \xNN escapes).
+	Token   string  `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Logprob float32 `protobuf:"fixed32,3,opt,name=logprob,proto3" json:"logprob,omitempty"`
+	// top are the most likely tokens at this position, most likely first.
+	Top []*TopLogprob `protobuf:"bytes,4,rep,name=top,proto3" json:"top,omitempty"`
+	// forced is true for a token the server inserted (the thinking budget's
+	// text), which was not sampled; its logprob is 0.
+	Forced        bool `protobuf:"varint,5,opt,name=forced,proto3" json:"forced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenLogprob) Reset() {
+	*x = TokenLogprob{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenLogprob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenLogprob) ProtoMessage() {}
+
+func (x *TokenLogprob) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenLogprob.ProtoReflect.Descriptor instead.
+func (*TokenLogprob) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TokenLogprob) GetTokenId() int32 {
+	if x != nil {
+		return x.TokenId
+	}
+	return 0
+}
+
+func (x *TokenLogprob) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TokenLogprob) GetLogprob() float32 {
+	if x != nil {
+		return x.Logprob
+	}
+	return 0
+}
+
+func (x *TokenLogprob) GetTop() []*TopLogprob {
+	if x != nil {
+		return x.Top
+	}
+	return nil
+}
+
+func (x *TokenLogprob) GetForced() bool {
+	if x != nil {
+		return x.Forced
+	}
+	return false
+}
+
+// TopLogprob is one candidate at a position.
+type TopLogprob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       int32                  `protobuf:"varint,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Logprob       float32                `protobuf:"fixed32,3,opt,name=logprob,proto3" json:"logprob,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopLogprob) Reset() {
+	*x = TopLogprob{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopLogprob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopLogprob) ProtoMessage() {}
+
+func (x *TopLogprob) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopLogprob.ProtoReflect.Descriptor instead.
+func (*TopLogprob) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TopLogprob) GetTokenId() int32 {
+	if x != nil {
+		return x.TokenId
+	}
+	return 0
+}
+
+func (x *TopLogprob) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TopLogprob) GetLogprob() float32 {
+	if x != nil {
+		return x.Logprob
+	}
+	return 0
+}
+
 // Usage counts a request's tokens.
 type Usage struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	PromptTokens     uint32                 `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
 	CompletionTokens uint32                 `protobuf:"varint,2,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// reasoning_tokens counts the completion tokens of the thinking
+	// (Chat only).
+	ReasoningTokens uint32 `protobuf:"varint,3,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[3]
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +559,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[3]
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +572,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{3}
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Usage) GetPromptTokens() uint32 {
@@ -357,11 +589,838 @@ func (x *Usage) GetCompletionTokens() uint32 {
 	return 0
 }
 
+func (x *Usage) GetReasoningTokens() uint32 {
+	if x != nil {
+		return x.ReasoningTokens
+	}
+	return 0
+}
+
+// ChatMessage is one turn of a conversation.
+type ChatMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// role is "system", "user", "assistant" or "tool".
+	Role    string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// reasoning_content is an earlier assistant turn's thinking (the Qwen3
+	// template drops it from earlier turns).
+	ReasoningContent string `protobuf:"bytes,3,opt,name=reasoning_content,json=reasoningContent,proto3" json:"reasoning_content,omitempty"`
+	// tool_calls are the calls an assistant turn made.
+	ToolCalls []*ToolCall `protobuf:"bytes,4,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// tool_call_id names the call a tool turn answers.
+	ToolCallId string `protobuf:"bytes,5,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	// name is the tool's name in a tool turn (optional).
+	Name          string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessage) Reset() {
+	*x = ChatMessage{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessage) ProtoMessage() {}
+
+func (x *ChatMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
+func (*ChatMessage) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ChatMessage) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetReasoningContent() string {
+	if x != nil {
+		return x.ReasoningContent
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ToolCall is one function call of the assistant.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is unique within the response ("call_" and random characters).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// type is "function".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// name is the function's name.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// arguments is the JSON text of the arguments, as the model wrote it.
+	Arguments string `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// index is the call's position among the reply's calls (streaming).
+	Index         uint32 `protobuf:"varint,5,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *ToolCall) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// ChatRequest is a conversation to continue.
+type ChatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model names the served model; empty means the one this cluster serves.
+	Model    string         `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Messages []*ChatMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// tools are OpenAI tool definitions, each the JSON text of one object
+	// ({"type": "function", "function": {...}}); rendered by the chat
+	// template with their numbers and key order as written.
+	Tools []string `protobuf:"bytes,3,rep,name=tools,proto3" json:"tools,omitempty"`
+	// enable_thinking is passed to the chat template; unset means the
+	// template's default (thinking on for Qwen3). A last user turn ending in
+	// "/think" or "/no_think" overrides it for that turn.
+	EnableThinking *bool `protobuf:"varint,4,opt,name=enable_thinking,json=enableThinking,proto3,oneof" json:"enable_thinking,omitempty"`
+	// thinking_budget caps the thinking in tokens: when reached, the
+	// server inserts the model's stop-thinking text and the model answers.
+	ThinkingBudget *uint32 `protobuf:"varint,5,opt,name=thinking_budget,json=thinkingBudget,proto3,oneof" json:"thinking_budget,omitempty"`
+	// max_tokens bounds the generated tokens (thinking included); 0 means up
+	// to the context.
+	MaxTokens uint32          `protobuf:"varint,6,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	Sampling  *SamplingParams `protobuf:"bytes,7,opt,name=sampling,proto3" json:"sampling,omitempty"`
+	// stop, stop_token_ids, logprobs, ignore_eos and resume_token_ids are as
+	// in GenerateRequest.
+	Stop           []string `protobuf:"bytes,8,rep,name=stop,proto3" json:"stop,omitempty"`
+	StopTokenIds   []int32  `protobuf:"varint,9,rep,packed,name=stop_token_ids,json=stopTokenIds,proto3" json:"stop_token_ids,omitempty"`
+	Logprobs       *uint32  `protobuf:"varint,10,opt,name=logprobs,proto3,oneof" json:"logprobs,omitempty"`
+	IgnoreEos      bool     `protobuf:"varint,11,opt,name=ignore_eos,json=ignoreEos,proto3" json:"ignore_eos,omitempty"`
+	ResumeTokenIds []int32  `protobuf:"varint,12,rep,packed,name=resume_token_ids,json=resumeTokenIds,proto3" json:"resume_token_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ChatRequest) Reset() {
+	*x = ChatRequest{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatRequest) ProtoMessage() {}
+
+func (x *ChatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatRequest.ProtoReflect.Descriptor instead.
+func (*ChatRequest) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ChatRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ChatRequest) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetEnableThinking() bool {
+	if x != nil && x.EnableThinking != nil {
+		return *x.EnableThinking
+	}
+	return false
+}
+
+func (x *ChatRequest) GetThinkingBudget() uint32 {
+	if x != nil && x.ThinkingBudget != nil {
+		return *x.ThinkingBudget
+	}
+	return 0
+}
+
+func (x *ChatRequest) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *ChatRequest) GetSampling() *SamplingParams {
+	if x != nil {
+		return x.Sampling
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetStop() []string {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetStopTokenIds() []int32 {
+	if x != nil {
+		return x.StopTokenIds
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetLogprobs() uint32 {
+	if x != nil && x.Logprobs != nil {
+		return *x.Logprobs
+	}
+	return 0
+}
+
+func (x *ChatRequest) GetIgnoreEos() bool {
+	if x != nil {
+		return x.IgnoreEos
+	}
+	return false
+}
+
+func (x *ChatRequest) GetResumeTokenIds() []int32 {
+	if x != nil {
+		return x.ResumeTokenIds
+	}
+	return nil
+}
+
+// ChatResponse is one streamed piece of the reply.
+type ChatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token_ids are the tokens generated since the previous response.
+	TokenIds []int32 `protobuf:"varint,1,rep,packed,name=token_ids,json=tokenIds,proto3" json:"token_ids,omitempty"`
+	// content is the new text of the answer.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// reasoning_content is the new text of the thinking (between <think>
+	// and </think>, tags excluded).
+	ReasoningContent string `protobuf:"bytes,3,opt,name=reasoning_content,json=reasoningContent,proto3" json:"reasoning_content,omitempty"`
+	// tool_calls are the calls completed in this piece (each whole).
+	ToolCalls []*ToolCall `protobuf:"bytes,4,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// finish_reason is set on the last response: "stop", "length" or
+	// "tool_calls" (the reply ended after making calls).
+	FinishReason string `protobuf:"bytes,5,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	// usage is set on the last response.
+	Usage *Usage `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	// logprobs has one entry per token of token_ids when asked.
+	Logprobs      []*TokenLogprob `protobuf:"bytes,7,rep,name=logprobs,proto3" json:"logprobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatResponse) Reset() {
+	*x = ChatResponse{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatResponse) ProtoMessage() {}
+
+func (x *ChatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
+func (*ChatResponse) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ChatResponse) GetTokenIds() []int32 {
+	if x != nil {
+		return x.TokenIds
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *ChatResponse) GetReasoningContent() string {
+	if x != nil {
+		return x.ReasoningContent
+	}
+	return ""
+}
+
+func (x *ChatResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetFinishReason() string {
+	if x != nil {
+		return x.FinishReason
+	}
+	return ""
+}
+
+func (x *ChatResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *ChatResponse) GetLogprobs() []*TokenLogprob {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
+// TokenizeRequest is a prompt or a chat to tokenize: set prompt or
+// messages.
+type TokenizeRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Model          string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Prompt         string                 `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	Messages       []*ChatMessage         `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
+	Tools          []string               `protobuf:"bytes,4,rep,name=tools,proto3" json:"tools,omitempty"`
+	EnableThinking *bool                  `protobuf:"varint,5,opt,name=enable_thinking,json=enableThinking,proto3,oneof" json:"enable_thinking,omitempty"`
+	// add_generation_prompt ends a chat with the opening of the assistant
+	// turn (default for Chat: true here too unless set false).
+	AddGenerationPrompt *bool `protobuf:"varint,6,opt,name=add_generation_prompt,json=addGenerationPrompt,proto3,oneof" json:"add_generation_prompt,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TokenizeRequest) Reset() {
+	*x = TokenizeRequest{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenizeRequest) ProtoMessage() {}
+
+func (x *TokenizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenizeRequest.ProtoReflect.Descriptor instead.
+func (*TokenizeRequest) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TokenizeRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TokenizeRequest) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *TokenizeRequest) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *TokenizeRequest) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *TokenizeRequest) GetEnableThinking() bool {
+	if x != nil && x.EnableThinking != nil {
+		return *x.EnableThinking
+	}
+	return false
+}
+
+func (x *TokenizeRequest) GetAddGenerationPrompt() bool {
+	if x != nil && x.AddGenerationPrompt != nil {
+		return *x.AddGenerationPrompt
+	}
+	return false
+}
+
+type TokenizeResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TokenIds []int32                `protobuf:"varint,1,rep,packed,name=token_ids,json=tokenIds,proto3" json:"token_ids,omitempty"`
+	// prompt is the text tokenized (the rendered chat for messages).
+	Prompt string `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	// max_model_len is the context one sequence can use.
+	MaxModelLen   uint32 `protobuf:"varint,3,opt,name=max_model_len,json=maxModelLen,proto3" json:"max_model_len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenizeResponse) Reset() {
+	*x = TokenizeResponse{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenizeResponse) ProtoMessage() {}
+
+func (x *TokenizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenizeResponse.ProtoReflect.Descriptor instead.
+func (*TokenizeResponse) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TokenizeResponse) GetTokenIds() []int32 {
+	if x != nil {
+		return x.TokenIds
+	}
+	return nil
+}
+
+func (x *TokenizeResponse) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *TokenizeResponse) GetMaxModelLen() uint32 {
+	if x != nil {
+		return x.MaxModelLen
+	}
+	return 0
+}
+
+type DetokenizeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	TokenIds      []int32                `protobuf:"varint,2,rep,packed,name=token_ids,json=tokenIds,proto3" json:"token_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetokenizeRequest) Reset() {
+	*x = DetokenizeRequest{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetokenizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetokenizeRequest) ProtoMessage() {}
+
+func (x *DetokenizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetokenizeRequest.ProtoReflect.Descriptor instead.
+func (*DetokenizeRequest) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DetokenizeRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *DetokenizeRequest) GetTokenIds() []int32 {
+	if x != nil {
+		return x.TokenIds
+	}
+	return nil
+}
+
+type DetokenizeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Text          string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DetokenizeResponse) Reset() {
+	*x = DetokenizeResponse{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DetokenizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DetokenizeResponse) ProtoMessage() {}
+
+func (x *DetokenizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DetokenizeResponse.ProtoReflect.Descriptor instead.
+func (*DetokenizeResponse) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DetokenizeResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type ListModelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsRequest) Reset() {
+	*x = ListModelsRequest{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsRequest) ProtoMessage() {}
+
+func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
+func (*ListModelsRequest) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{14}
+}
+
+type ListModelsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Models        []*Model               `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsResponse) Reset() {
+	*x = ListModelsResponse{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsResponse) ProtoMessage() {}
+
+func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
+func (*ListModelsResponse) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListModelsResponse) GetModels() []*Model {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+// Model is one served model.
+type Model struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the name requests use (--served-model-name, default the model
+	// directory's base name).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// max_model_len is the context one sequence can use.
+	MaxModelLen uint32 `protobuf:"varint,2,opt,name=max_model_len,json=maxModelLen,proto3" json:"max_model_len,omitempty"`
+	// created is the Unix time the coordinator started serving it.
+	Created       int64  `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
+	OwnedBy       string `protobuf:"bytes,4,opt,name=owned_by,json=ownedBy,proto3" json:"owned_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Model) Reset() {
+	*x = Model{}
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Model) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Model) ProtoMessage() {}
+
+func (x *Model) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_inference_v1_inference_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Model.ProtoReflect.Descriptor instead.
+func (*Model) Descriptor() ([]byte, []int) {
+	return file_moemesh_inference_v1_inference_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Model) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Model) GetMaxModelLen() uint32 {
+	if x != nil {
+		return x.MaxModelLen
+	}
+	return 0
+}
+
+func (x *Model) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *Model) GetOwnedBy() string {
+	if x != nil {
+		return x.OwnedBy
+	}
+	return ""
+}
+
 var File_moemesh_inference_v1_inference_proto protoreflect.FileDescriptor
 
 const file_moemesh_inference_v1_inference_proto_rawDesc = "" +
 	"\n" +
-	"$moemesh/inference/v1/inference.proto\x12\x14moemesh.inference.v1\"\xa1\x02\n" +
+	"$moemesh/inference/v1/inference.proto\x12\x14moemesh.inference.v1\"\xc9\x03\n" +
 	"\x0fGenerateRequest\x12\x16\n" +
 	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x12(\n" +
 	"\x10prompt_token_ids\x18\x02 \x03(\x05R\x0epromptTokenIds\x12#\n" +
@@ -371,7 +1430,14 @@ const file_moemesh_inference_v1_inference_proto_rawDesc = "" +
 	"max_tokens\x18\x05 \x01(\rR\tmaxTokens\x12@\n" +
 	"\bsampling\x18\x06 \x01(\v2$.moemesh.inference.v1.SamplingParamsR\bsampling\x12\x1d\n" +
 	"\n" +
-	"ignore_eos\x18\a \x01(\bR\tignoreEos\"\xe5\x02\n" +
+	"ignore_eos\x18\a \x01(\bR\tignoreEos\x12\x14\n" +
+	"\x05model\x18\b \x01(\tR\x05model\x12\x12\n" +
+	"\x04stop\x18\t \x03(\tR\x04stop\x12$\n" +
+	"\x0estop_token_ids\x18\n" +
+	" \x03(\x05R\fstopTokenIds\x12\x1f\n" +
+	"\blogprobs\x18\v \x01(\rH\x00R\blogprobs\x88\x01\x01\x12(\n" +
+	"\x10resume_token_ids\x18\f \x03(\x05R\x0eresumeTokenIdsB\v\n" +
+	"\t_logprobs\"\xad\x03\n" +
 	"\x0eSamplingParams\x12%\n" +
 	"\vtemperature\x18\x01 \x01(\x02H\x00R\vtemperature\x88\x01\x01\x12\x18\n" +
 	"\x05top_k\x18\x02 \x01(\x05H\x01R\x04topK\x88\x01\x01\x12\x18\n" +
@@ -379,24 +1445,114 @@ const file_moemesh_inference_v1_inference_proto_rawDesc = "" +
 	"\x05min_p\x18\x04 \x01(\x02H\x03R\x04minP\x88\x01\x01\x12.\n" +
 	"\x10presence_penalty\x18\x05 \x01(\x02H\x04R\x0fpresencePenalty\x88\x01\x01\x122\n" +
 	"\x12repetition_penalty\x18\x06 \x01(\x02H\x05R\x11repetitionPenalty\x88\x01\x01\x12\x17\n" +
-	"\x04seed\x18\a \x01(\x04H\x06R\x04seed\x88\x01\x01B\x0e\n" +
+	"\x04seed\x18\a \x01(\x04H\x06R\x04seed\x88\x01\x01\x120\n" +
+	"\x11frequency_penalty\x18\b \x01(\x02H\aR\x10frequencyPenalty\x88\x01\x01B\x0e\n" +
 	"\f_temperatureB\b\n" +
 	"\x06_top_kB\b\n" +
 	"\x06_top_pB\b\n" +
 	"\x06_min_pB\x13\n" +
 	"\x11_presence_penaltyB\x15\n" +
 	"\x13_repetition_penaltyB\a\n" +
-	"\x05_seed\"\x9b\x01\n" +
+	"\x05_seedB\x14\n" +
+	"\x12_frequency_penalty\"\xdb\x01\n" +
 	"\x10GenerateResponse\x12\x1b\n" +
 	"\ttoken_ids\x18\x01 \x03(\x05R\btokenIds\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12#\n" +
 	"\rfinish_reason\x18\x03 \x01(\tR\ffinishReason\x121\n" +
-	"\x05usage\x18\x04 \x01(\v2\x1b.moemesh.inference.v1.UsageR\x05usage\"Y\n" +
+	"\x05usage\x18\x04 \x01(\v2\x1b.moemesh.inference.v1.UsageR\x05usage\x12>\n" +
+	"\blogprobs\x18\x05 \x03(\v2\".moemesh.inference.v1.TokenLogprobR\blogprobs\"\xa5\x01\n" +
+	"\fTokenLogprob\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\x05R\atokenId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x18\n" +
+	"\alogprob\x18\x03 \x01(\x02R\alogprob\x122\n" +
+	"\x03top\x18\x04 \x03(\v2 .moemesh.inference.v1.TopLogprobR\x03top\x12\x16\n" +
+	"\x06forced\x18\x05 \x01(\bR\x06forced\"W\n" +
+	"\n" +
+	"TopLogprob\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\x05R\atokenId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x18\n" +
+	"\alogprob\x18\x03 \x01(\x02R\alogprob\"\x84\x01\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\rR\fpromptTokens\x12+\n" +
-	"\x11completion_tokens\x18\x02 \x01(\rR\x10completionTokens2o\n" +
+	"\x11completion_tokens\x18\x02 \x01(\rR\x10completionTokens\x12)\n" +
+	"\x10reasoning_tokens\x18\x03 \x01(\rR\x0freasoningTokens\"\xdd\x01\n" +
+	"\vChatMessage\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12+\n" +
+	"\x11reasoning_content\x18\x03 \x01(\tR\x10reasoningContent\x12=\n" +
+	"\n" +
+	"tool_calls\x18\x04 \x03(\v2\x1e.moemesh.inference.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x05 \x01(\tR\n" +
+	"toolCallId\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\"v\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\x12\x14\n" +
+	"\x05index\x18\x05 \x01(\rR\x05index\"\x8e\x04\n" +
+	"\vChatRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12=\n" +
+	"\bmessages\x18\x02 \x03(\v2!.moemesh.inference.v1.ChatMessageR\bmessages\x12\x14\n" +
+	"\x05tools\x18\x03 \x03(\tR\x05tools\x12,\n" +
+	"\x0fenable_thinking\x18\x04 \x01(\bH\x00R\x0eenableThinking\x88\x01\x01\x12,\n" +
+	"\x0fthinking_budget\x18\x05 \x01(\rH\x01R\x0ethinkingBudget\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\x06 \x01(\rR\tmaxTokens\x12@\n" +
+	"\bsampling\x18\a \x01(\v2$.moemesh.inference.v1.SamplingParamsR\bsampling\x12\x12\n" +
+	"\x04stop\x18\b \x03(\tR\x04stop\x12$\n" +
+	"\x0estop_token_ids\x18\t \x03(\x05R\fstopTokenIds\x12\x1f\n" +
+	"\blogprobs\x18\n" +
+	" \x01(\rH\x02R\blogprobs\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"ignore_eos\x18\v \x01(\bR\tignoreEos\x12(\n" +
+	"\x10resume_token_ids\x18\f \x03(\x05R\x0eresumeTokenIdsB\x12\n" +
+	"\x10_enable_thinkingB\x12\n" +
+	"\x10_thinking_budgetB\v\n" +
+	"\t_logprobs\"\xc9\x02\n" +
+	"\fChatResponse\x12\x1b\n" +
+	"\ttoken_ids\x18\x01 \x03(\x05R\btokenIds\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12+\n" +
+	"\x11reasoning_content\x18\x03 \x01(\tR\x10reasoningContent\x12=\n" +
+	"\n" +
+	"tool_calls\x18\x04 \x03(\v2\x1e.moemesh.inference.v1.ToolCallR\ttoolCalls\x12#\n" +
+	"\rfinish_reason\x18\x05 \x01(\tR\ffinishReason\x121\n" +
+	"\x05usage\x18\x06 \x01(\v2\x1b.moemesh.inference.v1.UsageR\x05usage\x12>\n" +
+	"\blogprobs\x18\a \x03(\v2\".moemesh.inference.v1.TokenLogprobR\blogprobs\"\xa9\x02\n" +
+	"\x0fTokenizeRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
+	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12=\n" +
+	"\bmessages\x18\x03 \x03(\v2!.moemesh.inference.v1.ChatMessageR\bmessages\x12\x14\n" +
+	"\x05tools\x18\x04 \x03(\tR\x05tools\x12,\n" +
+	"\x0fenable_thinking\x18\x05 \x01(\bH\x00R\x0eenableThinking\x88\x01\x01\x127\n" +
+	"\x15add_generation_prompt\x18\x06 \x01(\bH\x01R\x13addGenerationPrompt\x88\x01\x01B\x12\n" +
+	"\x10_enable_thinkingB\x18\n" +
+	"\x16_add_generation_prompt\"k\n" +
+	"\x10TokenizeResponse\x12\x1b\n" +
+	"\ttoken_ids\x18\x01 \x03(\x05R\btokenIds\x12\x16\n" +
+	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\"\n" +
+	"\rmax_model_len\x18\x03 \x01(\rR\vmaxModelLen\"F\n" +
+	"\x11DetokenizeRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1b\n" +
+	"\ttoken_ids\x18\x02 \x03(\x05R\btokenIds\"(\n" +
+	"\x12DetokenizeResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\x13\n" +
+	"\x11ListModelsRequest\"I\n" +
+	"\x12ListModelsResponse\x123\n" +
+	"\x06models\x18\x01 \x03(\v2\x1b.moemesh.inference.v1.ModelR\x06models\"p\n" +
+	"\x05Model\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
+	"\rmax_model_len\x18\x02 \x01(\rR\vmaxModelLen\x12\x18\n" +
+	"\acreated\x18\x03 \x01(\x03R\acreated\x12\x19\n" +
+	"\bowned_by\x18\x04 \x01(\tR\aownedBy2\xdd\x03\n" +
 	"\x10InferenceService\x12[\n" +
-	"\bGenerate\x12%.moemesh.inference.v1.GenerateRequest\x1a&.moemesh.inference.v1.GenerateResponse0\x01BCZAgithub.com/moemesh/moemesh/proto/moemesh/inference/v1;inferencev1b\x06proto3"
+	"\bGenerate\x12%.moemesh.inference.v1.GenerateRequest\x1a&.moemesh.inference.v1.GenerateResponse0\x01\x12O\n" +
+	"\x04Chat\x12!.moemesh.inference.v1.ChatRequest\x1a\".moemesh.inference.v1.ChatResponse0\x01\x12Y\n" +
+	"\bTokenize\x12%.moemesh.inference.v1.TokenizeRequest\x1a&.moemesh.inference.v1.TokenizeResponse\x12_\n" +
+	"\n" +
+	"Detokenize\x12'.moemesh.inference.v1.DetokenizeRequest\x1a(.moemesh.inference.v1.DetokenizeResponse\x12_\n" +
+	"\n" +
+	"ListModels\x12'.moemesh.inference.v1.ListModelsRequest\x1a(.moemesh.inference.v1.ListModelsResponseBCZAgithub.com/moemesh/moemesh/proto/moemesh/inference/v1;inferencev1b\x06proto3"
 
 var (
 	file_moemesh_inference_v1_inference_proto_rawDescOnce sync.Once
@@ -410,23 +1566,54 @@ func file_moemesh_inference_v1_inference_proto_rawDescGZIP() []byte {
 	return file_moemesh_inference_v1_inference_proto_rawDescData
 }
 
-var file_moemesh_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_moemesh_inference_v1_inference_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_moemesh_inference_v1_inference_proto_goTypes = []any{
-	(*GenerateRequest)(nil),  // 0: moemesh.inference.v1.GenerateRequest
-	(*SamplingParams)(nil),   // 1: moemesh.inference.v1.SamplingParams
-	(*GenerateResponse)(nil), // 2: moemesh.inference.v1.GenerateResponse
-	(*Usage)(nil),            // 3: moemesh.inference.v1.Usage
+	(*GenerateRequest)(nil),    // 0: moemesh.inference.v1.GenerateRequest
+	(*SamplingParams)(nil),     // 1: moemesh.inference.v1.SamplingParams
+	(*GenerateResponse)(nil),   // 2: moemesh.inference.v1.GenerateResponse
+	(*TokenLogprob)(nil),       // 3: moemesh.inference.v1.TokenLogprob
+	(*TopLogprob)(nil),         // 4: moemesh.inference.v1.TopLogprob
+	(*Usage)(nil),              // 5: moemesh.inference.v1.Usage
+	(*ChatMessage)(nil),        // 6: moemesh.inference.v1.ChatMessage
+	(*ToolCall)(nil),           // 7: moemesh.inference.v1.ToolCall
+	(*ChatRequest)(nil),        // 8: moemesh.inference.v1.ChatRequest
+	(*ChatResponse)(nil),       // 9: moemesh.inference.v1.ChatResponse
+	(*TokenizeRequest)(nil),    // 10: moemesh.inference.v1.TokenizeRequest
+	(*TokenizeResponse)(nil),   // 11: moemesh.inference.v1.TokenizeResponse
+	(*DetokenizeRequest)(nil),  // 12: moemesh.inference.v1.DetokenizeRequest
+	(*DetokenizeResponse)(nil), // 13: moemesh.inference.v1.DetokenizeResponse
+	(*ListModelsRequest)(nil),  // 14: moemesh.inference.v1.ListModelsRequest
+	(*ListModelsResponse)(nil), // 15: moemesh.inference.v1.ListModelsResponse
+	(*Model)(nil),              // 16: moemesh.inference.v1.Model
 }
 var file_moemesh_inference_v1_inference_proto_depIdxs = []int32{
-	1, // 0: moemesh.inference.v1.GenerateRequest.sampling:type_name -> moemesh.inference.v1.SamplingParams
-	3, // 1: moemesh.inference.v1.GenerateResponse.usage:type_name -> moemesh.inference.v1.Usage
-	0, // 2: moemesh.inference.v1.InferenceService.Generate:input_type -> moemesh.inference.v1.GenerateRequest
-	2, // 3: moemesh.inference.v1.InferenceService.Generate:output_type -> moemesh.inference.v1.GenerateResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1,  // 0: moemesh.inference.v1.GenerateRequest.sampling:type_name -> moemesh.inference.v1.SamplingParams
+	5,  // 1: moemesh.inference.v1.GenerateResponse.usage:type_name -> moemesh.inference.v1.Usage
+	3,  // 2: moemesh.inference.v1.GenerateResponse.logprobs:type_name -> moemesh.inference.v1.TokenLogprob
+	4,  // 3: moemesh.inference.v1.TokenLogprob.top:type_name -> moemesh.inference.v1.TopLogprob
+	7,  // 4: moemesh.inference.v1.ChatMessage.tool_calls:type_name -> moemesh.inference.v1.ToolCall
+	6,  // 5: moemesh.inference.v1.ChatRequest.messages:type_name -> moemesh.inference.v1.ChatMessage
+	1,  // 6: moemesh.inference.v1.ChatRequest.sampling:type_name -> moemesh.inference.v1.SamplingParams
+	7,  // 7: moemesh.inference.v1.ChatResponse.tool_calls:type_name -> moemesh.inference.v1.ToolCall
+	5,  // 8: moemesh.inference.v1.ChatResponse.usage:type_name -> moemesh.inference.v1.Usage
+	3,  // 9: moemesh.inference.v1.ChatResponse.logprobs:type_name -> moemesh.inference.v1.TokenLogprob
+	6,  // 10: moemesh.inference.v1.TokenizeRequest.messages:type_name -> moemesh.inference.v1.ChatMessage
+	16, // 11: moemesh.inference.v1.ListModelsResponse.models:type_name -> moemesh.inference.v1.Model
+	0,  // 12: moemesh.inference.v1.InferenceService.Generate:input_type -> moemesh.inference.v1.GenerateRequest
+	8,  // 13: moemesh.inference.v1.InferenceService.Chat:input_type -> moemesh.inference.v1.ChatRequest
+	10, // 14: moemesh.inference.v1.InferenceService.Tokenize:input_type -> moemesh.inference.v1.TokenizeRequest
+	12, // 15: moemesh.inference.v1.InferenceService.Detokenize:input_type -> moemesh.inference.v1.DetokenizeRequest
+	14, // 16: moemesh.inference.v1.InferenceService.ListModels:input_type -> moemesh.inference.v1.ListModelsRequest
+	2,  // 17: moemesh.inference.v1.InferenceService.Generate:output_type -> moemesh.inference.v1.GenerateResponse
+	9,  // 18: moemesh.inference.v1.InferenceService.Chat:output_type -> moemesh.inference.v1.ChatResponse
+	11, // 19: moemesh.inference.v1.InferenceService.Tokenize:output_type -> moemesh.inference.v1.TokenizeResponse
+	13, // 20: moemesh.inference.v1.InferenceService.Detokenize:output_type -> moemesh.inference.v1.DetokenizeResponse
+	15, // 21: moemesh.inference.v1.InferenceService.ListModels:output_type -> moemesh.inference.v1.ListModelsResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_moemesh_inference_v1_inference_proto_init() }
@@ -434,14 +1621,17 @@ func file_moemesh_inference_v1_inference_proto_init() {
 	if File_moemesh_inference_v1_inference_proto != nil {
 		return
 	}
+	file_moemesh_inference_v1_inference_proto_msgTypes[0].OneofWrappers = []any{}
 	file_moemesh_inference_v1_inference_proto_msgTypes[1].OneofWrappers = []any{}
+	file_moemesh_inference_v1_inference_proto_msgTypes[8].OneofWrappers = []any{}
+	file_moemesh_inference_v1_inference_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moemesh_inference_v1_inference_proto_rawDesc), len(file_moemesh_inference_v1_inference_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -7,6 +7,11 @@
 // Package moemesh.inference.v1 is the public inference API that clients and
 // the Go SDK import. It shares nothing with the internal cluster protocol
 // (moemesh.v1), so a client never pulls in the workers' messages.
+//
+// Authentication: when the server has API keys, every RPC carries the
+// metadata "authorization: Bearer <key>"; a missing or wrong key is
+// UNAUTHENTICATED. Limits (prompt tokens, concurrent streams per key,
+// message size) answer RESOURCE_EXHAUSTED or INVALID_ARGUMENT.
 
 package inferencev1
 
@@ -23,7 +28,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InferenceService_Generate_FullMethodName = "/moemesh.inference.v1.InferenceService/Generate"
+	InferenceService_Generate_FullMethodName   = "/moemesh.inference.v1.InferenceService/Generate"
+	InferenceService_Chat_FullMethodName       = "/moemesh.inference.v1.InferenceService/Chat"
+	InferenceService_Tokenize_FullMethodName   = "/moemesh.inference.v1.InferenceService/Tokenize"
+	InferenceService_Detokenize_FullMethodName = "/moemesh.inference.v1.InferenceService/Detokenize"
+	InferenceService_ListModels_FullMethodName = "/moemesh.inference.v1.InferenceService/ListModels"
 )
 
 // InferenceServiceClient is the client API for InferenceService service.
@@ -33,20 +42,45 @@ const (
 // InferenceService is served by the leading coordinator. A standby
 // coordinator answers every RPC with UNAVAILABLE (and the gRPC health
 // service with NOT_SERVING), so clients retry on another address.
+//
+// Errors common to every RPC:
+//
+//	UNAUTHENTICATED: a missing or wrong API key.
+//	UNAVAILABLE: this coordinator is not the leader, has no placement
+//	  serving yet, lost leadership or is shutting down; retry on another
+//	  address.
+//	NOT_FOUND: the model field names a model this cluster does not serve.
+//	DEADLINE_EXCEEDED: the client's deadline passed.
+//	CANCELLED: the client went away.
 type InferenceServiceClient interface {
-	// Generate streams the completion of one prompt: one response per
-	// sampled token, the last one carrying finish_reason and usage.
+	// Generate streams the completion of one prompt: one response per step
+	// that produced tokens, the last one carrying finish_reason and usage.
 	//
 	// Errors:
 	//
 	//	INVALID_ARGUMENT: an empty prompt, a token id outside the vocabulary,
-	//	  bad sampling parameters, a prompt plus max_tokens over the context.
-	//	UNAVAILABLE: this coordinator is not the leader, or it lost
-	//	  leadership or is shutting down; retry on another address.
-	//	RESOURCE_EXHAUSTED: the request cannot get KV cache blocks.
-	//	DEADLINE_EXCEEDED: the client's deadline passed.
-	//	CANCELLED: the client went away.
+	//	  bad sampling parameters, a prompt (plus max_tokens) over the
+	//	  context, invalid UTF-8.
+	//	RESOURCE_EXHAUSTED: the request can never get enough KV cache
+	//	  blocks, or a limit on prompt tokens or concurrent streams is hit.
 	Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GenerateResponse], error)
+	// Chat streams the assistant's reply to a conversation rendered by the
+	// model's chat template: reasoning and content as separate deltas, tool
+	// calls parsed from <tool_call> blocks.
+	//
+	// Errors: those of Generate, and INVALID_ARGUMENT for an empty message
+	// list, an unknown role, or a tool definition that is not a JSON object.
+	Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error)
+	// Tokenize returns the token ids of a prompt or of a rendered chat.
+	//
+	// Errors: INVALID_ARGUMENT as for Generate and Chat.
+	Tokenize(ctx context.Context, in *TokenizeRequest, opts ...grpc.CallOption) (*TokenizeResponse, error)
+	// Detokenize returns the text of token ids.
+	//
+	// Errors: INVALID_ARGUMENT for a token id outside the vocabulary.
+	Detokenize(ctx context.Context, in *DetokenizeRequest, opts ...grpc.CallOption) (*DetokenizeResponse, error)
+	// ListModels lists the served models (one per cluster).
+	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 }
 
 type inferenceServiceClient struct {
@@ -76,6 +110,55 @@ func (c *inferenceServiceClient) Generate(ctx context.Context, in *GenerateReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InferenceService_GenerateClient = grpc.ServerStreamingClient[GenerateResponse]
 
+func (c *inferenceServiceClient) Chat(ctx context.Context, in *ChatRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChatResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &InferenceService_ServiceDesc.Streams[1], InferenceService_Chat_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ChatRequest, ChatResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InferenceService_ChatClient = grpc.ServerStreamingClient[ChatResponse]
+
+func (c *inferenceServiceClient) Tokenize(ctx context.Context, in *TokenizeRequest, opts ...grpc.CallOption) (*TokenizeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TokenizeResponse)
+	err := c.cc.Invoke(ctx, InferenceService_Tokenize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *inferenceServiceClient) Detokenize(ctx context.Context, in *DetokenizeRequest, opts ...grpc.CallOption) (*DetokenizeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DetokenizeResponse)
+	err := c.cc.Invoke(ctx, InferenceService_Detokenize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *inferenceServiceClient) ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelsResponse)
+	err := c.cc.Invoke(ctx, InferenceService_ListModels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InferenceServiceServer is the server API for InferenceService service.
 // All implementations must embed UnimplementedInferenceServiceServer
 // for forward compatibility.
@@ -83,20 +166,45 @@ type InferenceService_GenerateClient = grpc.ServerStreamingClient[GenerateRespon
 // InferenceService is served by the leading coordinator. A standby
 // coordinator answers every RPC with UNAVAILABLE (and the gRPC health
 // service with NOT_SERVING), so clients retry on another address.
+//
+// Errors common to every RPC:
+//
+//	UNAUTHENTICATED: a missing or wrong API key.
+//	UNAVAILABLE: this coordinator is not the leader, has no placement
+//	  serving yet, lost leadership or is shutting down; retry on another
+//	  address.
+//	NOT_FOUND: the model field names a model this cluster does not serve.
+//	DEADLINE_EXCEEDED: the client's deadline passed.
+//	CANCELLED: the client went away.
 type InferenceServiceServer interface {
-	// Generate streams the completion of one prompt: one response per
-	// sampled token, the last one carrying finish_reason and usage.
+	// Generate streams the completion of one prompt: one response per step
+	// that produced tokens, the last one carrying finish_reason and usage.
 	//
 	// Errors:
 	//
 	//	INVALID_ARGUMENT: an empty prompt, a token id outside the vocabulary,
-	//	  bad sampling parameters, a prompt plus max_tokens over the context.
-	//	UNAVAILABLE: this coordinator is not the leader, or it lost
-	//	  leadership or is shutting down; retry on another address.
-	//	RESOURCE_EXHAUSTED: the request cannot get KV cache blocks.
-	//	DEADLINE_EXCEEDED: the client's deadline passed.
-	//	CANCELLED: the client went away.
+	//	  bad sampling parameters, a prompt (plus max_tokens) over the
+	//	  context, invalid UTF-8.
+	//	RESOURCE_EXHAUSTED: the request can never get enough KV cache
+	//	  blocks, or a limit on prompt tokens or concurrent streams is hit.
 	Generate(*GenerateRequest, grpc.ServerStreamingServer[GenerateResponse]) error
+	// Chat streams the assistant's reply to a conversation rendered by the
+	// model's chat template: reasoning and content as separate deltas, tool
+	// calls parsed from <tool_call> blocks.
+	//
+	// Errors: those of Generate, and INVALID_ARGUMENT for an empty message
+	// list, an unknown role, or a tool definition that is not a JSON object.
+	Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error
+	// Tokenize returns the token ids of a prompt or of a rendered chat.
+	//
+	// Errors: INVALID_ARGUMENT as for Generate and Chat.
+	Tokenize(context.Context, *TokenizeRequest) (*TokenizeResponse, error)
+	// Detokenize returns the text of token ids.
+	//
+	// Errors: INVALID_ARGUMENT for a token id outside the vocabulary.
+	Detokenize(context.Context, *DetokenizeRequest) (*DetokenizeResponse, error)
+	// ListModels lists the served models (one per cluster).
+	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	mustEmbedUnimplementedInferenceServiceServer()
 }
 
@@ -109,6 +217,18 @@ type UnimplementedInferenceServiceServer struct{}
 
 func (UnimplementedInferenceServiceServer) Generate(*GenerateRequest, grpc.ServerStreamingServer[GenerateResponse]) error {
 	return status.Error(codes.Unimplemented, "method Generate not implemented")
+}
+func (UnimplementedInferenceServiceServer) Chat(*ChatRequest, grpc.ServerStreamingServer[ChatResponse]) error {
+	return status.Error(codes.Unimplemented, "method Chat not implemented")
+}
+func (UnimplementedInferenceServiceServer) Tokenize(context.Context, *TokenizeRequest) (*TokenizeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Tokenize not implemented")
+}
+func (UnimplementedInferenceServiceServer) Detokenize(context.Context, *DetokenizeRequest) (*DetokenizeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Detokenize not implemented")
+}
+func (UnimplementedInferenceServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
 }
 func (UnimplementedInferenceServiceServer) mustEmbedUnimplementedInferenceServiceServer() {}
 func (UnimplementedInferenceServiceServer) testEmbeddedByValue()                          {}
@@ -142,17 +262,100 @@ func _InferenceService_Generate_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InferenceService_GenerateServer = grpc.ServerStreamingServer[GenerateResponse]
 
+func _InferenceService_Chat_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ChatRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InferenceServiceServer).Chat(m, &grpc.GenericServerStream[ChatRequest, ChatResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type InferenceService_ChatServer = grpc.ServerStreamingServer[ChatResponse]
+
+func _InferenceService_Tokenize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TokenizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InferenceServiceServer).Tokenize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InferenceService_Tokenize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InferenceServiceServer).Tokenize(ctx, req.(*TokenizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InferenceService_Detokenize_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DetokenizeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InferenceServiceServer).Detokenize(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InferenceService_Detokenize_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InferenceServiceServer).Detokenize(ctx, req.(*DetokenizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InferenceService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InferenceServiceServer).ListModels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InferenceService_ListModels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InferenceServiceServer).ListModels(ctx, req.(*ListModelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InferenceService_ServiceDesc is the grpc.ServiceDesc for InferenceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var InferenceService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "moemesh.inference.v1.InferenceService",
 	HandlerType: (*InferenceServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Tokenize",
+			Handler:    _InferenceService_Tokenize_Handler,
+		},
+		{
+			MethodName: "Detokenize",
+			Handler:    _InferenceService_Detokenize_Handler,
+		},
+		{
+			MethodName: "ListModels",
+			Handler:    _InferenceService_ListModels_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Generate",
 			Handler:       _InferenceService_Generate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Chat",
+			Handler:       _InferenceService_Chat_Handler,
 			ServerStreams: true,
 		},
 	},
