@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"time"
 
 	"github.com/moemesh/moemesh/sampling"
@@ -83,4 +84,21 @@ type Observer interface {
 	// Scheduled is called when a request first runs, with its time in
 	// the queue.
 	Scheduled(queue time.Duration)
+}
+
+// Submitter starts requests: the scheduler's Service (which answers with
+// control.ErrNotLeader or ErrNotReady while this coordinator cannot serve),
+// or a test's fake.
+type Submitter interface {
+	Submit(ctx context.Context, r Request) (Stream, error)
+}
+
+// Stream is a running request. Next returns the tokens emitted since the
+// last call, waiting while there are none; done is true once the request
+// ended: finish then holds FinishStop or FinishLength, or err the failure
+// (ctx's error when ctx ended first), and no more tokens follow. Ending the
+// context the request was submitted with cancels it and frees its
+// sequence.
+type Stream interface {
+	Next(ctx context.Context) (toks []Token, done bool, finish string, err error)
 }
