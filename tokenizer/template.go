@@ -60,8 +60,9 @@ type TemplateOptions struct {
 	// undefined so that the template's default applies (thinking on for
 	// Qwen3).
 	EnableThinking *bool
-	// Tools are tool definitions (JSON objects) passed as tools; their key
-	// order is kept.
+	// Tools are tool definitions passed as tools; each must be a JSON
+	// object. Key order and the text of integers are kept (see
+	// docs/tokenizer.md for how floats print).
 	Tools []json.RawMessage
 }
 
@@ -97,6 +98,9 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, opts TemplateOptions) 
 			v, err := jsonValue(raw)
 			if err != nil {
 				return "", fmt.Errorf("%w: tool %d: %v", ErrTemplate, i, err)
+			}
+			if !v.IsDict() {
+				return "", fmt.Errorf("%w: tool %d is not a JSON object", ErrTemplate, i)
 			}
 			tools[i] = v
 		}
