@@ -246,7 +246,7 @@ func TestRenderInvalid(t *testing.T) {
 }
 
 func TestRenderToolsKeepNumbersAndKeyOrder(t *testing.T) {
-	tool := `{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"z": {"type": "integer", "maximum": 9007199254740993}, "a": {"type": "number", "default": 2.5}}}}}`
+	tool := `{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"z": {"type": "integer", "maximum": 9007199254740993}, "a": {"type": "number", "default": 2.5, "minimum": 0.0, "maximum": 100.0, "multipleOf": 0.0001}}}}}`
 	p, err := Render(qwen3(t), Conversation{
 		Messages:            []Message{{Role: "user", Content: "hi"}},
 		Tools:               []json.RawMessage{json.RawMessage(tool)},

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/moemesh/moemesh/internal/jinja"
 )
 
 // Message is one turn of a chat, in the shape chat templates expect.
