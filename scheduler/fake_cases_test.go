@@ -256,11 +256,12 @@ func TestStopToken(t *testing.T) {
 	}
 }
 
-// TestGroupsByLoad: sequences spread over the groups by free blocks, and
-// the workers' group matches the blocks' pool.
-func TestGroupsByLoad(t *testing.T) {
+// TestGroupsMatchBlocks: with more sequences than one group's pool holds
+// at once, both groups serve, and the fake checks each step's blocks
+// against its group's owners.
+func TestGroupsMatchBlocks(t *testing.T) {
 	f := newFake(geo2)
-	reqs := fakeRequests(4)
+	reqs := fakeRequests(16)
 	for i := range reqs {
 		reqs[i].MaxTokens = 30
 	}
@@ -269,8 +270,8 @@ func TestGroupsByLoad(t *testing.T) {
 	for _, g := range f.groups {
 		count[g]++
 	}
-	if diff := cmp.Diff([]int{2, 2}, count); diff != "" {
-		t.Errorf("sequences per group (-want +got):\n%s", diff)
+	if count[0] == 0 || count[1] == 0 {
+		t.Errorf("sequences per group %v: want both used", count)
 	}
 }
 
