@@ -13,8 +13,8 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/coordinator/control"
-	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 var geo2 = coordinator.Geometry{Groups: 2, KVBlocks: 64, BlockSize: 4, Vocab: 1000, Experts: 3}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
-	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
