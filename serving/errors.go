@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/moemesh/moemesh/coordinator/control"
-	"github.com/moemesh/moemesh/coordinator/engine"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 // ErrUnavailable: the service cannot serve right now (retry elsewhere or
@@ -26,11 +26,11 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, engine.ErrBadRequest):
+	case errors.Is(err, scheduler.ErrBadRequest):
 		code = codes.InvalidArgument
-	case errors.Is(err, engine.ErrKVFull):
+	case errors.Is(err, scheduler.ErrKVFull):
 		code = codes.ResourceExhausted
-	case errors.Is(err, control.ErrNotLeader), errors.Is(err, control.ErrNotReady), errors.Is(err, engine.ErrStopped), errors.Is(err, engine.ErrClusterDown),
+	case errors.Is(err, control.ErrNotLeader), errors.Is(err, control.ErrNotReady), errors.Is(err, scheduler.ErrStopped), errors.Is(err, scheduler.ErrClusterDown),
 		errors.Is(err, ErrUnavailable), errors.Is(err, control.ErrNoLayout), errors.Is(err, control.ErrWorkerLost):
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -6,7 +6,6 @@
 package serving
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -14,15 +13,16 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/moemesh/moemesh/coordinator/engine"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 
-// Backend runs generations: the control plane's leader.
+// Backend runs generations: the scheduler (Submit) beside the control
+// plane (the rest).
 type Backend interface {
-	Submit(ctx context.Context, r engine.Request) (*engine.Stream, error)
+	scheduler.Submitter
 	// ModelDir is the served checkpoint (for its tokenizer); "" while
 	// unknown.
 	ModelDir() string
@@ -110,16 +110,20 @@ func (s *Inference) Generate(req *infpb.GenerateRequest, srv infpb.InferenceServ
 			stop = append(stop, int32(id))
 		}
 	}
-	st, err := s.b.Submit(ctx, engine.Request{Prompt: prompt, MaxTokens: maxTokens, Params: params, Stop: stop})
+	st, err := s.b.Submit(ctx, scheduler.Request{Prompt: prompt, MaxTokens: maxTokens, Params: params, Stop: stop})
 	if err != nil {
 		return toStatus(err)
 	}
 	dec := tok.NewStreamDecoder()
 	completion := 0
 	for {
-		ids, done, finish, err := st.Next(ctx)
+		toks, done, finish, err := st.Next(ctx)
 		if err != nil {
 			return toStatus(err)
+		}
+		ids := make([]int32, len(toks))
+		for i, t := range toks {
+			ids[i] = t.ID
 		}
 		completion += len(ids)
 		resp := &infpb.GenerateResponse{TokenIds: ids}

@@ -13,7 +13,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/moemesh/moemesh/coordinator/control"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 )
 
@@ -45,8 +44,6 @@ type Coordinator interface {
 	Backend
 	HealthSource
 }
-
-var _ Coordinator = (*control.Coordinator)(nil)
 
 // Servers are the running front doors.
 type Servers struct {
