@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"errors"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -40,7 +42,7 @@ func TestStreamSurvivesFailures(t *testing.T) {
 		for {
 			m, err := st.Recv()
 			if err != nil {
-				if err.Error() == "EOF" {
+				if errors.Is(err, io.EOF) {
 					break
 				}
 				t.Fatalf("stream after %d tokens: %v", len(ids), err)
