@@ -127,8 +127,8 @@ func number(raw map[string]json.RawMessage, key string) (v float64, ok bool, err
 // Overrides are the sampling fields a request sets; nil means unset.
 type Overrides struct {
 	Temperature, TopP, MinP, PresencePenalty, FrequencyPenalty, RepetitionPenalty *float32
-	TopK                                                                        *int
-	Seed                                                                        *uint64
+	TopK                                                                          *int
+	Seed                                                                          *uint64
 }
 
 // Resolve returns the Params of a request: each field is the request's
