@@ -49,6 +49,7 @@ func (d *Driver) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint64
 func SamplingProto(p sampling.Params) *pb.Sampling {
 	return &pb.Sampling{
 		Temperature: p.Temperature, TopK: int32(p.TopK), TopP: p.TopP, MinP: p.MinP,
-		PresencePenalty: p.PresencePenalty, RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
+		PresencePenalty: p.PresencePenalty, FrequencyPenalty: p.FrequencyPenalty,
+		RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
 	}
 }
