@@ -57,6 +57,9 @@ type Config struct {
 	// MaxKVSequences bounds kv_blocks × kv_block_size to this many
 	// sequences of max_position_embeddings tokens; 0 means 256.
 	MaxKVSequences int
+	// ModelRoots confines LoadShard's model_dir to these directory trees
+	// (see roots.go); empty allows any path (not recommended outside tests).
+	ModelRoots []string
 	// OnPeerLost, when set, is told that the stream to peer of the mesh of
 	// generation meshEpoch broke (err wraps collective.ErrPeerLost or
 	// collective.ErrProtocol). Contract (as collective.MeshConfig's): at
