@@ -89,7 +89,9 @@ type loadPlan struct {
 	epochNum uint64
 }
 
-// plan validates req; every failure is a status error.
+// plan validates req; every failure is a status error. model_dir is
+// confined to Config.ModelRoots first (roots.go): p.key.modelDir is the
+// directory to read.
 func (w *Worker) plan(req *pb.LoadShardRequest) (*loadPlan, error) {
 	lay := req.GetLayout()
 	layout, err := sharding.NewLayout(int(lay.GetWorkers()), int(lay.GetTp()))
@@ -100,7 +102,11 @@ func (w *Worker) plan(req *pb.LoadShardRequest) (*loadPlan, error) {
 	if self >= layout.Workers || len(req.PeerAddrs) != layout.Workers {
 		return nil, status.Errorf(codes.InvalidArgument, "worker: index %d with %d peer addresses for %d workers", self, len(req.PeerAddrs), layout.Workers)
 	}
-	cfg, err := model.LoadConfig(req.ModelDir)
+	dir, err := w.confine(req.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return nil, status.Errorf(codes.NotFound, "%v", err)
 	}
@@ -113,7 +119,7 @@ func (w *Worker) plan(req *pb.LoadShardRequest) (*loadPlan, error) {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	p := &loadPlan{
-		key: baseKey{modelDir: req.ModelDir, layout: layout, self: self, meshEpoch: req.MeshEpoch},
+		key: baseKey{modelDir: dir, layout: layout, self: self, meshEpoch: req.MeshEpoch},
 		cfg: cfg, layout: layout, self: self, place: pl, minLive: req.MinLiveEpoch, epochNum: pl[0].Epoch,
 		experts: make([][]int, cfg.NumHiddenLayers),
 	}
@@ -304,7 +310,7 @@ func (w *Worker) newBase(ctx context.Context, req *pb.LoadShardRequest, p *loadP
 		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
 	}
 	shard := model.Shard{TPRank: p.layout.Rank(p.self), TPSize: p.layout.TP, Experts: p.experts}
-	m, err := model.Open(req.ModelDir, be, model.OpenOptions{Shard: shard, BlockSize: p.bs, ContextTokens: p.blocks * p.bs, CloseBackend: true, Prefault: true})
+	m, err := model.Open(p.key.modelDir, be, model.OpenOptions{Shard: shard, BlockSize: p.bs, ContextTokens: p.blocks * p.bs, CloseBackend: true, Prefault: true})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}

@@ -27,13 +27,14 @@ const MaxMessageBytes = 1 << 30
 // collective.Mesh registered on the same server.
 func Serve(lis net.Listener, cfg Config) *Server {
 	s := &Server{lis: lis, done: make(chan struct{})}
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes))
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}, cfg.ServerOptions...)...)
 	svc := collective.NewService()
 	svc.Register(s.grpc)
 	if cfg.Mesh == nil {
 		cfg.Mesh = func(ctx context.Context, self int, addrs []string, wire pb.DType, epoch uint64) (Exchange, func() error, error) {
 			mc := collective.DefaultMeshConfig()
 			mc.Self, mc.Addrs, mc.Epoch, mc.Service, mc.WireDType, mc.Logger = self, addrs, epoch, svc, wire, cfg.Log
+			mc.DialOptions = cfg.PeerDialOptions
 			if f := cfg.OnPeerLost; f != nil {
 				mc.OnPeerLost = func(peer int, err error) { f(epoch, peer, err) }
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"log/slog"
 	"math"
 	"slices"
@@ -58,6 +59,15 @@ type Config struct {
 	// MaxKVSequences bounds kv_blocks × kv_block_size to this many
 	// sequences of max_position_embeddings tokens; 0 means 256.
 	MaxKVSequences int
+	// ModelRoots confines LoadShard's model_dir to these directory trees
+	// (see roots.go); empty allows any path (not recommended outside tests).
+	ModelRoots []string
+	// ServerOptions are added to the options of the gRPC server Serve
+	// starts (mutual TLS: pki.Source.ServerOptions(pki.WorkerPolicy())).
+	ServerOptions []grpc.ServerOption
+	// PeerDialOptions reach the peers of a mesh Serve joins; nil means
+	// plaintext (mutual TLS: pki.Source.DialOption(pki.RoleWorker)).
+	PeerDialOptions []grpc.DialOption
 	// OnPeerLost, when set, is told that the stream to peer of the mesh of
 	// generation meshEpoch broke (err wraps collective.ErrPeerLost or
 	// collective.ErrProtocol). Contract (as collective.MeshConfig's): at

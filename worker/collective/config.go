@@ -80,6 +80,20 @@ type MeshConfig struct {
 	// MaxPendingMessages caps the messages a peer may have sent ahead of
 	// this worker on one link; past it the link is failed with ErrProtocol.
 	MaxPendingMessages int
+	// MaxQueuedBytes caps the memory one peer can make this worker hold on
+	// its link: the tensor and aux bytes of the messages it sent ahead plus
+	// the message being reassembled (whose size is reserved from the shape
+	// its first chunk announces, before anything is allocated). Past it the
+	// link is failed with ErrProtocol and ErrQueueFull. It also caps the
+	// size of one message.
+	MaxQueuedBytes int64
+	// StallTimeout fails a link whose peer stops mid-message (no next chunk
+	// within it) or stops reading (one frame's Send blocked for it), with
+	// ErrPeerLost and ErrStalled, freeing what the link holds; 0 disables
+	// it. The receive loop of a healthy peer always drains its stream, and
+	// a message's chunks are written back to back, so either stall means
+	// the peer is broken or hostile.
+	StallTimeout time.Duration
 	// Logger receives link events; nil means slog.Default().
 	Logger *slog.Logger
 
@@ -88,8 +102,8 @@ type MeshConfig struct {
 	// ErrProtocol). Closing the mesh reports nothing, nor do absent
 	// workers. Contract: it is called at most once per peer per mesh,
 	// synchronously from the goroutine that detected the failure (the
-	// link's receive loop or sender, its dialer, or an operation that found
-	// a protocol violation), after the link is marked failed so LostPeers
+	// link's receive loop or sender, its dialer, an operation that found
+	// a protocol violation, or the StallTimeout timer), after the link is marked failed so LostPeers
 	// already lists the peer. It must not block and must not call back into
 	// the mesh (Close would wait for the calling goroutine); hand the event
 	// to another goroutine to act on it.
@@ -113,6 +127,17 @@ func DefaultMeshConfig() MeshConfig {
 		// room for every phase of several layers before a runaway peer is
 		// cut off.
 		MaxPendingMessages: 1024,
+		// The largest legitimate message is a prefill all-gather of the
+		// hidden state, tokens × hidden × 4 bytes: 16k tokens of a
+		// 4096-wide model is 256 MiB. 512 MiB admits two such messages
+		// ahead per link; raise it for larger prefill batches or wider
+		// models. The bound is per peer, so a worker holds at most
+		// (workers-1) × this for its peers.
+		MaxQueuedBytes: 512 << 20,
+		// Chunks of a message follow each other at network speed; 10s
+		// without the next one, or without the peer reading, is a broken
+		// peer, found well inside the default 30s operation timeout.
+		StallTimeout: 10 * time.Second,
 	}
 }
 
@@ -135,6 +160,12 @@ func (c *MeshConfig) validate() error {
 	}
 	if c.MaxPendingMessages < 1 {
 		return invalidf("MaxPendingMessages = %d: must be at least 1", c.MaxPendingMessages)
+	}
+	if c.MaxQueuedBytes < int64(c.MaxChunkBytes) {
+		return invalidf("MaxQueuedBytes = %d: must be at least MaxChunkBytes (%d) so a frame fits", c.MaxQueuedBytes, c.MaxChunkBytes)
+	}
+	if c.StallTimeout < 0 {
+		return invalidf("StallTimeout = %v: must be >= 0 (0 disables it)", c.StallTimeout)
 	}
 	if c.Timeout < 0 {
 		return invalidf("Timeout = %v: must be >= 0 (0 means the context alone)", c.Timeout)

@@ -17,6 +17,10 @@
 // breaks, ErrTimeout when the context deadline (or MeshConfig.Timeout)
 // passes, ErrProtocol when a peer sends a frame of the wrong step, layer,
 // phase or size or from the wrong sender, and ErrClosed after Close. A
+// peer is bounded in what it can make this worker hold (MaxQueuedBytes,
+// reserved before allocating; MaxPendingMessages: ErrQueueFull) and in how
+// long it may stall mid-message or stop reading (StallTimeout:
+// ErrStalled); see docs/security.md. A
 // failed operation drops the messages it never consumed, so later steps
 // run on the same mesh; a lost peer stays lost for the generation (the
 // coordinator re-plans and a new epoch builds a new Mesh).

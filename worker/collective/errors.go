@@ -9,7 +9,9 @@ import (
 )
 
 // Sentinel errors. Every error an operation returns wraps exactly one of
-// them (or context.Canceled when the caller cancelled); test with errors.Is.
+// ErrPeerLost, ErrTimeout, ErrProtocol, ErrClosed and ErrInvalid (or
+// context.Canceled when the caller cancelled), and possibly one of the
+// causes ErrQueueFull and ErrStalled; test with errors.Is.
 var (
 	// ErrPeerLost: the stream to a member of the operation's group broke
 	// (the peer closed its mesh, died, or was never connected).
@@ -22,6 +24,13 @@ var (
 	// wrong step, layer, phase or round, the wrong size, a malformed tensor,
 	// or a frame from an unexpected sender.
 	ErrProtocol = errors.New("collective: protocol violation")
+	// ErrQueueFull: a peer sent more than this worker holds for it (its
+	// messages ahead exceed MaxPendingMessages or MaxQueuedBytes). Always
+	// wrapped together with ErrProtocol.
+	ErrQueueFull = errors.New("collective: peer exceeded its queue limit")
+	// ErrStalled: a peer stopped mid-message or stopped reading for
+	// StallTimeout. Always wrapped together with ErrPeerLost.
+	ErrStalled = errors.New("collective: peer stalled")
 	// ErrClosed: the mesh was closed.
 	ErrClosed = errors.New("collective: mesh closed")
 	// ErrInvalid: the caller passed arguments the operation cannot accept

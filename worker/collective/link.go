@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -38,18 +39,28 @@ type link struct {
 	abandoned map[key]struct{}
 	abOrder   []key
 	cancel    func() // tears the stream down; set by start
+	// held is the bytes of queued messages plus the message in assembly
+	// (see MeshConfig.MaxQueuedBytes).
+	held int64
+
+	// sendStalled is closed when a Send blocked for StallTimeout; the
+	// server side of the stream then ends its handler without waiting for
+	// the sender (whose Send only returns once the handler has).
+	sendStalled chan struct{}
+	stallOnce   sync.Once
 
 	sendq chan *outMsg
 }
 
 func newLink(m *Mesh, peer int) *link {
 	return &link{
-		m:         m,
-		peer:      peer,
-		up:        make(chan struct{}),
-		dead:      make(chan struct{}),
-		abandoned: make(map[key]struct{}),
-		sendq:     make(chan *outMsg, 64),
+		m:           m,
+		peer:        peer,
+		up:          make(chan struct{}),
+		dead:        make(chan struct{}),
+		abandoned:   make(map[key]struct{}),
+		sendq:       make(chan *outMsg, 64),
+		sendStalled: make(chan struct{}),
 	}
 }
 
@@ -117,14 +128,35 @@ func (l *link) failure() error {
 }
 
 // sendLoop writes queued messages to the stream, one whole message at a
-// time, until the link fails.
+// time, until the link fails. A Send blocked for StallTimeout (the peer
+// stopped reading) fails the link with ErrStalled. On exit the messages
+// still queued are told the link's error, so nothing waits on them.
 func (l *link) sendLoop(s frameStream) {
+	stall := l.m.cfg.StallTimeout
+	var timer *time.Timer
+	if stall > 0 {
+		timer = time.AfterFunc(time.Hour, func() {
+			l.stallOnce.Do(func() { close(l.sendStalled) })
+			l.fail(fmt.Errorf("%w: %w: worker %d has not read for %v", ErrPeerLost, ErrStalled, l.peer, stall))
+		})
+		timer.Stop()
+		defer timer.Stop()
+	}
+	defer l.drainSends()
 	for {
 		select {
 		case o := <-l.sendq:
 			var err error
 			for _, f := range o.frames {
-				if err = s.Send(f); err != nil {
+				if timer != nil {
+					timer.Reset(stall)
+				}
+				err = s.Send(f)
+				if timer != nil && !timer.Stop() {
+					// The stall fired while this Send was blocked.
+					err = l.failure()
+				}
+				if err != nil {
 					break
 				}
 			}
@@ -142,10 +174,39 @@ func (l *link) sendLoop(s frameStream) {
 	}
 }
 
+// drainSends fails every message still queued for the sender.
+func (l *link) drainSends() {
+	err := l.failure()
+	if err == nil {
+		err = fmt.Errorf("%w: link to worker %d", ErrClosed, l.peer)
+	}
+	for {
+		select {
+		case o := <-l.sendq:
+			o.done <- err
+		default:
+			return
+		}
+	}
+}
+
 // recvLoop reads frames until the stream breaks, reassembling messages and
-// queueing them for the operations.
+// queueing them for the operations. Every byte a message will hold is
+// reserved against MaxQueuedBytes before it is allocated; a message in
+// progress whose next chunk does not come within StallTimeout fails the
+// link with ErrStalled.
 func (l *link) recvLoop(s frameStream) {
-	var a assembler
+	a := assembler{reserve: l.reserve}
+	defer func() { l.release(a.held) }()
+	stall := l.m.cfg.StallTimeout
+	var timer *time.Timer
+	if stall > 0 {
+		timer = time.AfterFunc(time.Hour, func() {
+			l.fail(fmt.Errorf("%w: %w: worker %d stopped mid-message for %v", ErrPeerLost, ErrStalled, l.peer, stall))
+		})
+		timer.Stop()
+		defer timer.Stop()
+	}
 	for {
 		f, err := s.Recv()
 		if err != nil {
@@ -166,10 +227,46 @@ func (l *link) recvLoop(s frameStream) {
 			l.fail(fmt.Errorf("from worker %d: %w", l.peer, err))
 			return
 		}
+		if timer != nil {
+			if a.cur != nil {
+				timer.Reset(stall)
+			} else {
+				timer.Stop()
+			}
+		}
 		if msg != nil {
 			l.deliver(msg)
 		}
 	}
+}
+
+// reserve accounts n more bytes held for the peer, refusing past
+// MaxQueuedBytes.
+func (l *link) reserve(n int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if limit := l.m.cfg.MaxQueuedBytes; l.held+n > limit {
+		return fmt.Errorf("%w: %w: worker %d would make this worker hold %d bytes for it, more than MaxQueuedBytes (%d)",
+			ErrProtocol, ErrQueueFull, l.peer, l.held+n, limit)
+	}
+	l.held += n
+	return nil
+}
+
+func (l *link) release(n int64) {
+	if n == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.held -= n
+	l.mu.Unlock()
+}
+
+// heldBytes returns the bytes the link holds for its peer.
+func (l *link) heldBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
 }
 
 // deliver queues a complete message, or drops it when its operation was
@@ -178,17 +275,21 @@ func (l *link) deliver(msg *message) {
 	l.m.stats.recvMessage(msg.key.tag.Phase)
 	l.mu.Lock()
 	if l.err != nil {
+		l.held -= msgBytes(msg)
 		l.mu.Unlock()
 		return
 	}
 	if _, ok := l.abandoned[msg.key]; ok {
 		delete(l.abandoned, msg.key)
+		l.held -= msgBytes(msg)
 		l.mu.Unlock()
 		return
 	}
 	if len(l.queue) >= l.m.cfg.MaxPendingMessages {
+		l.held -= msgBytes(msg)
 		l.mu.Unlock()
-		l.fail(protocolf("worker %d is %d messages ahead (last %v)", l.peer, len(l.queue)+1, msg.key))
+		l.fail(fmt.Errorf("%w: %w: worker %d is %d messages ahead, more than MaxPendingMessages (last %v)",
+			ErrProtocol, ErrQueueFull, l.peer, len(l.queue)+1, msg.key))
 		return
 	}
 	l.queue = append(l.queue, msg)
@@ -213,6 +314,7 @@ func (l *link) take(k key) (*message, error) {
 	if head.key == k {
 		l.queue[0] = nil
 		l.queue = l.queue[1:]
+		l.held -= msgBytes(head)
 		l.mu.Unlock()
 		return head, nil
 	}
@@ -236,6 +338,7 @@ func (l *link) abandon(k key) {
 	for i, m := range l.queue {
 		if m.key == k {
 			l.queue = append(l.queue[:i], l.queue[i+1:]...)
+			l.held -= msgBytes(m)
 			return
 		}
 	}

@@ -152,6 +152,20 @@ func (m *Mesh) LostPeers() []int {
 	return lost
 }
 
+// QueuedBytes returns the bytes this worker holds for its peers: messages
+// received ahead of the operations that consume them plus messages being
+// reassembled, summed over the links (each bounded by
+// MeshConfig.MaxQueuedBytes).
+func (m *Mesh) QueuedBytes() int64 {
+	var n int64
+	for _, l := range m.links {
+		if l != nil {
+			n += l.heldBytes()
+		}
+	}
+	return n
+}
+
 // Stats returns a snapshot of the traffic counters.
 func (m *Mesh) Stats() Stats { return m.stats.snapshot() }
 
@@ -271,7 +285,12 @@ func (m *Mesh) accept(from int, stream moemeshv1.PeerService_ExchangeServer) err
 	case <-recvDone:
 	case <-kill:
 	}
-	<-senderDone
+	select {
+	case <-senderDone:
+	case <-l.sendStalled:
+		// The sender is blocked in Send, which returns once this handler
+		// has; the mesh's wait group still waits for it.
+	}
 	return status.Error(codes.Unavailable, "link closed")
 }
 

@@ -103,6 +103,24 @@ type assembler struct {
 	next   uint32 // next expected seq
 	chunks uint32
 	filled int
+	// held is the bytes reserved for cur (released by the owner when the
+	// assembly is abandoned; handed over with the message when it
+	// completes).
+	held int64
+	// reserve, when set, is asked for every byte a message will hold
+	// (msgBytes) before it is allocated or kept; an error fails the frame.
+	reserve func(n int64) error
+}
+
+// msgBytes is the memory a received message holds: its tensor data and
+// its aux entries.
+func msgBytes(m *message) int64 { return int64(len(m.data)) + 4*int64(len(m.aux)) }
+
+func (a *assembler) take(n int64) error {
+	if a.reserve == nil || n == 0 {
+		return nil
+	}
+	return a.reserve(n)
 }
 
 // add consumes one frame and returns the message it completes, if any.
@@ -129,11 +147,22 @@ func (a *assembler) add(f *moemeshv1.Frame) (*message, error) {
 					return nil, protocolf("message (%v) has %d data bytes, its shape %v needs %d", k, len(p.GetData()), m.shape, total)
 				}
 				m.data, m.aux = p.GetData(), f.GetAux()
+				if err := a.take(msgBytes(m)); err != nil {
+					return nil, err
+				}
 				return m, nil
 			}
+			// Reserve what the shape announces before allocating it.
+			if err := a.take(int64(total)); err != nil {
+				return nil, err
+			}
+			a.held = int64(total)
 			m.data = make([]byte, total)
 		} else if chunks == 1 {
 			m.aux = f.GetAux()
+			if err := a.take(msgBytes(m)); err != nil {
+				return nil, err
+			}
 			return m, nil
 		}
 		a.cur, a.next, a.chunks, a.filled = m, 0, chunks, 0
@@ -152,7 +181,13 @@ func (a *assembler) add(f *moemeshv1.Frame) (*message, error) {
 		}
 		a.filled += copy(m.data[a.filled:], p.GetData())
 	}
-	m.aux = append(m.aux, f.GetAux()...)
+	if n := 4 * int64(len(f.GetAux())); n > 0 {
+		if err := a.take(n); err != nil {
+			return nil, err
+		}
+		a.held += n
+		m.aux = append(m.aux, f.GetAux()...)
+	}
 	a.next++
 	if a.next < a.chunks {
 		return nil, nil
@@ -161,6 +196,7 @@ func (a *assembler) add(f *moemeshv1.Frame) (*message, error) {
 	if a.filled != len(m.data) {
 		return nil, protocolf("message (%v) has %d data bytes, its shape %v needs %d", k, a.filled, m.shape, len(m.data))
 	}
+	a.held = 0 // handed over with m
 	return m, nil
 }
 
