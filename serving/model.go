@@ -19,6 +19,10 @@ type ModelSource interface {
 	ContextTokens() int
 }
 
+// loadTokenizer loads a model directory's tokenizer (a seam for tests,
+// which share one).
+var loadTokenizer = tokenizer.Load
+
 // served is the model as one request sees it.
 type served struct {
 	name      string
@@ -50,7 +54,7 @@ func (m *models) get(name string) (*served, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur == nil || m.dir != dir {
-		tok, err := tokenizer.Load(dir)
+		tok, err := loadTokenizer(dir)
 		if err != nil {
 			return nil, fmt.Errorf("%w: the model's tokenizer: %v", ErrUnavailable, err)
 		}
