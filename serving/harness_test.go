@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,24 +25,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// modelDir writes the Qwen3 tokenizer (and generation_config.json when
-// genConfig is not "") into a directory named qwen3-test.
+// modelDir makes a model directory named qwen3-test, with
+// generation_config.json when genConfig is not "" (the tokenizer is the
+// shared one of TestMain).
 func modelDir(t testing.TB, genConfig string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "qwen3-test")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tj, cj, err := tokenizer.Qwen3Files()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{tokenizer.TokenizerFile: tj, "tokenizer_config.json": cj}
 	if genConfig != "" {
-		files["generation_config.json"] = []byte(genConfig)
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "generation_config.json"), []byte(genConfig), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,3 +258,5 @@ func rpcCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func asError[T error](err error, target *T) bool { return errors.As(err, target) }

@@ -93,7 +93,8 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	case errors.As(err, &se):
 		return fmt.Errorf("%w: malformed JSON at byte %d: %v", ErrInvalid, se.Offset, se)
 	case errors.As(err, &te):
-		return paramErr(te.Field, "field %q must be %s, got a JSON %s", te.Field, jsonKind(te.Type.String()), te.Value)
+		field := strings.TrimPrefix(te.Field, "oaSampling.")
+		return paramErr(field, "field %q must be %s, got a JSON %s", field, jsonKind(te.Type.String()), te.Value)
 	default:
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
