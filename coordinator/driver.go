@@ -232,7 +232,9 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 	return nil
 }
 
-// Group returns the attention group that serves sequence id.
+// Group returns the attention group that serves sequence id on the
+// Forward and ForwardSample path (and NewPools): id mod DP. Step leaves
+// the choice to its caller (the scheduler picks groups by load).
 func (d *Driver) Group(id uint64) int { return int(id % uint64(d.layout.DP)) }
 
 // Release implements model.SamplingStepper.

@@ -5,48 +5,35 @@ import (
 	"slices"
 )
 
-// CandidateK says how many candidates each slice of a vocabulary split
-// across workers must contribute so that SampleCandidates draws exactly the
-// token Sample would draw from the whole vocabulary: TopK when top-k is on
-// (top-p and min-p then act on the top-k set alone), 1 for greedy decoding,
-// and 0 when the whole distribution is needed (top-k off or not smaller
-// than the vocabulary).
+// CandidateK says how many candidates (plus every one tied with the last)
+// each slice of a vocabulary split across workers must contribute so that
+// SampleCandidates draws exactly the token Sample would draw from the
+// whole vocabulary: 1 for greedy decoding, TopK when top-k is on (min-p
+// and top-p then act on the top-k set alone), and 0 when the whole
+// distribution is needed (top-k off or not smaller than the vocabulary).
 func CandidateK(p Params, vocab int) int {
 	switch {
-	case p.TopK > 0 && p.TopK < vocab:
-		return p.TopK
-	case p.Temperature == 0:
+	case p.IsGreedy():
 		return 1
+	case p.topK(vocab):
+		return p.TopK
 	}
 	return 0
 }
 
 // TopCandidates returns the k best penalized logits of one vocabulary
-// slice, logits[i] being the score of id lo+i: the repetition and presence
-// penalties of p are applied to the ids of prompt and generated inside the
-// slice (as Sample applies them), NaN counts as -Inf and -Inf entries are
-// left out; ties go to the lower id. ids are global ids.
+// slice and every one tied with the k-th, logits[i] being the score of id
+// lo+i: the penalties of p are applied to the ids of prompt and generated
+// inside the slice (as Sample applies them), NaN counts as -Inf and -Inf
+// entries are left out. ids are global ids, best first (ties by id).
+// Because each slice keeps the ties with its own k-th, the union of every
+// slice's candidates holds the whole vocabulary's top k with ties.
 func TopCandidates(p Params, logits []float32, lo int, prompt, generated []int, k int) (ids []int32, vals []float32) {
 	x := make([]float32, len(logits))
 	for i, v := range logits {
 		x[i] = clean(v)
 	}
-	rp, pp := p.RepetitionPenalty, p.PresencePenalty
-	in := func(id int) bool { return id >= lo && id < lo+len(logits) }
-	if rp != 1 {
-		for _, id := range prompt {
-			if in(id) {
-				x[id-lo] = repetition(clean(logits[id-lo]), rp)
-			}
-		}
-	}
-	if rp != 1 || pp != 0 {
-		for _, id := range generated {
-			if in(id) {
-				x[id-lo] = repetition(clean(logits[id-lo]), rp) - pp
-			}
-		}
-	}
+	applyPenalties(p, x, logits, lo, prompt, generated, make([]int32, len(logits)))
 	var s Sampler
 	local := s.selectTopK(x, k)
 	ids = make([]int32, len(local))

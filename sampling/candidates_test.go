@@ -17,6 +17,8 @@ func TestSampleCandidatesEqualsSample(t *testing.T) {
 		{Temperature: 1, TopK: 5, TopP: 1, RepetitionPenalty: 1.3, PresencePenalty: 0.7},
 		{Temperature: 0.8, TopK: 3, TopP: 0.5, MinP: 0.2, RepetitionPenalty: 1},
 		{Temperature: 0, TopK: 0, TopP: 1, RepetitionPenalty: 1.2, PresencePenalty: 1},
+		{Temperature: 0.7, TopK: 4, TopP: 0.8, MinP: 0.3, RepetitionPenalty: 1.2, PresencePenalty: 0.2, FrequencyPenalty: 0.5},
+		{Temperature: 5e-6, TopK: -1, TopP: 0.9, RepetitionPenalty: 1, FrequencyPenalty: -1},
 	}
 	for pi, p := range params {
 		for trial := range 40 {
@@ -56,6 +58,9 @@ func TestSampleCandidatesEqualsSample(t *testing.T) {
 					t.Fatalf("params %d trial %d step %d: SampleCandidates = %d, Sample = %d", pi, trial, step, got, want)
 				}
 				gen = append(gen, want)
+				if len(gen) > 1 {
+					gen = append(gen, gen[0]) // repeats, for the frequency penalty
+				}
 			}
 		}
 	}
@@ -71,6 +76,8 @@ func TestCandidateK(t *testing.T) {
 		{ThinkingDefaults(), 20, 0},
 		{Greedy(), 1000, 1},
 		{Params{Temperature: 1, TopP: 0.9, RepetitionPenalty: 1}, 1000, 0},
+		{Params{Temperature: 1, TopP: 0.9, TopK: -1, RepetitionPenalty: 1}, 1000, 0},
+		{Params{Temperature: 1e-6, TopP: 0.9, TopK: 20, RepetitionPenalty: 1}, 1000, 1},
 	} {
 		if got := CandidateK(tc.p, tc.vocab); got != tc.want {
 			t.Errorf("CandidateK(%+v, %d) = %d, want %d", tc.p, tc.vocab, got, tc.want)

@@ -83,7 +83,9 @@ func TestFilter(t *testing.T) {
 		want   []int32 // kept ids, best first where sorted
 	}{
 		{"top-k 2", Params{Temperature: 1, TopP: 1, TopK: 2}, lp(0.1, 0.4, 0.2, 0.3), []int32{1, 3}},
-		{"top-k ties to lowest", Params{Temperature: 1, TopP: 1, TopK: 3}, []float32{1, 3, 1, 1, 1}, []int32{1, 0, 2}},
+		{"top-k keeps ties with the k-th", Params{Temperature: 1, TopP: 1, TopK: 3}, []float32{1, 3, 1, 1, 1}, []int32{1, 0, 2, 3, 4}},
+		{"top-k ties above the k-th only", Params{Temperature: 1, TopP: 1, TopK: 2}, []float32{1, 3, 2, 2, 0}, []int32{1, 2, 3}},
+		{"top-k -1 is off", Params{Temperature: 1, TopP: 1, TopK: -1}, lp(0.1, 0.4, 0.2, 0.3), []int32{0, 1, 2, 3}},
 		{"top-k >= vocab is off", Params{Temperature: 1, TopP: 1, TopK: 4}, lp(0.1, 0.4, 0.2, 0.3), []int32{0, 1, 2, 3}},
 		{"top-p 0.5", Params{Temperature: 1, TopP: 0.5}, lp(0.4, 0.3, 0.2, 0.1), []int32{0, 1}},
 		{"top-p sorts", Params{Temperature: 1, TopP: 0.75}, lp(0.1, 0.3, 0.2, 0.4), []int32{3, 1, 2}},
@@ -92,7 +94,8 @@ func TestFilter(t *testing.T) {
 		{"temperature before top-p", Params{Temperature: 0.1, TopP: 0.5}, lp(0.4, 0.3, 0.2, 0.1), []int32{0}},
 		{"high temperature widens top-p", Params{Temperature: 10, TopP: 0.5}, lp(0.4, 0.3, 0.2, 0.1), []int32{0, 1}},
 		{"min-p 0.6", Params{Temperature: 1, TopP: 1, MinP: 0.6}, lp(0.4, 0.3, 0.2, 0.1), []int32{0, 1}},
-		{"min-p after top-p", Params{Temperature: 1, TopP: 0.52, MinP: 0.5}, lp(0.5, 0.45, 0.05), []int32{0, 1}},
+		{"min-p before top-p", Params{Temperature: 1, TopP: 0.52, MinP: 0.5}, lp(0.5, 0.45, 0.05), []int32{0}},
+		{"min-p before top-p with top-k", Params{Temperature: 1, TopP: 0.52, MinP: 0.5, TopK: 2}, lp(0.5, 0.45, 0.05), []int32{0}},
 		{"min-p 1 keeps ties", Params{Temperature: 1, TopP: 1, MinP: 1}, []float32{2, 1, 2}, []int32{0, 2}},
 		{"+Inf only", Params{Temperature: 1, TopP: 1}, []float32{1, inf, 0, inf}, []int32{1, 3}},
 		{"underflow dropped", Params{Temperature: 1, TopP: 1}, []float32{0, -800, -10}, []int32{0, 2}},
@@ -125,7 +128,7 @@ func TestFilter(t *testing.T) {
 }
 
 // TestSelectTopK compares the heap selection with a full sort on data full
-// of ties and -Inf values.
+// of ties and -Inf values: the k best and every id tied with the k-th.
 func TestSelectTopK(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	ninf := float32(math.Inf(-1))
@@ -149,9 +152,14 @@ func TestSelectTopK(t *testing.T) {
 		slices.SortFunc(want, func(a, b int32) int { return compareRank(x, a, b) })
 		k := 1 + r.IntN(n)
 		if len(want) > k {
-			want = want[:k]
+			// Keep every id tied with the k-th.
+			end := k
+			for end < len(want) && x[want[end]] == x[want[k-1]] {
+				end++
+			}
+			want = want[:end]
 		}
-		s := &Sampler{cand: make([]int32, k)}
+		s := &Sampler{cand: make([]int32, 0, n)}
 		if got := s.selectTopK(x, k); !slices.Equal(got, want) {
 			t.Fatalf("trial %d (n=%d, k=%d): selectTopK (-want +got):\n-%v\n+%v", trial, n, k, want, got)
 		}

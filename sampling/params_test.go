@@ -76,7 +76,14 @@ func TestValidate(t *testing.T) {
 		{"repetition NaN", with(func(p *sampling.Params) { p.RepetitionPenalty = nan }), true},
 		{"top-k 0", with(func(p *sampling.Params) { p.TopK = 0 }), false},
 		{"top-k huge", with(func(p *sampling.Params) { p.TopK = math.MaxInt }), false},
-		{"top-k negative", with(func(p *sampling.Params) { p.TopK = -1 }), true},
+		{"top-k -1 is off", with(func(p *sampling.Params) { p.TopK = -1 }), false},
+		{"top-k below -1", with(func(p *sampling.Params) { p.TopK = -2 }), true},
+		{"temperature below the greedy threshold", with(func(p *sampling.Params) { p.Temperature = 1e-6 }), false},
+		{"frequency 2", with(func(p *sampling.Params) { p.FrequencyPenalty = 2 }), false},
+		{"frequency -2", with(func(p *sampling.Params) { p.FrequencyPenalty = -2 }), false},
+		{"frequency above 2", with(func(p *sampling.Params) { p.FrequencyPenalty = 2.5 }), true},
+		{"frequency below -2", with(func(p *sampling.Params) { p.FrequencyPenalty = -2.01 }), true},
+		{"frequency NaN", with(func(p *sampling.Params) { p.FrequencyPenalty = nan }), true},
 		{"any seed", with(func(p *sampling.Params) { p.Seed = math.MaxUint64 }), false},
 	}
 	for _, tc := range tests {
@@ -101,13 +108,13 @@ func TestValidate(t *testing.T) {
 
 // TestValidateReportsEveryField checks that one error covers every bad field.
 func TestValidateReportsEveryField(t *testing.T) {
-	err := sampling.Params{Temperature: -1, TopP: 2, MinP: 2, PresencePenalty: 3, RepetitionPenalty: 0, TopK: -1}.Validate()
+	err := sampling.Params{Temperature: -1, TopP: 2, MinP: 2, PresencePenalty: 3, FrequencyPenalty: -3, RepetitionPenalty: 0, TopK: -2}.Validate()
 	joined, ok := err.(interface{ Unwrap() []error })
 	if !ok {
 		t.Fatalf("Validate() = %v, want a joined error", err)
 	}
-	if got := len(joined.Unwrap()); got != 6 {
-		t.Errorf("Validate() joined %d errors, want 6: %v", got, err)
+	if got := len(joined.Unwrap()); got != 7 {
+		t.Errorf("Validate() joined %d errors, want 7: %v", got, err)
 	}
 	for _, e := range joined.Unwrap() {
 		if !errors.Is(e, sampling.ErrBadParams) {

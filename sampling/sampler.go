@@ -23,9 +23,10 @@ type Sampler struct {
 	rng *rand.Rand
 
 	// Scratch, grown to the vocabulary size on first use and reused.
-	x    []float32 // penalized logits, NaN replaced by -Inf
-	cand []int32   // candidate token ids
-	w    []float64 // w[i] is the unnormalized probability of cand[i]
+	x     []float32 // penalized logits, NaN replaced by -Inf
+	count []int32   // occurrences of each id in generated; all zero between calls
+	cand  []int32   // candidate token ids
+	w     []float64 // w[i] is the unnormalized probability of cand[i]
 }
 
 // New returns a Sampler for p. It returns an error wrapping ErrBadParams
@@ -67,11 +68,12 @@ func (s *Sampler) Params() Params { return s.p }
 // logits holds one score per vocabulary id; Sample reads it and never
 // writes to it. prompt and generated are the token ids of the prompt and of
 // the tokens generated so far: the repetition penalty applies to ids in
-// either, the presence penalty only to ids in generated. Ids outside
-// [0, len(logits)) are ignored. Sample keeps no reference to its arguments.
+// either, the presence and frequency penalties only to ids in generated.
+// Ids outside [0, len(logits)) are ignored. Sample keeps no reference to
+// its arguments.
 //
-// With Temperature 0 the result is the arg max of the penalized logits, ties
-// to the lowest id, and no random number is drawn. Otherwise exactly one is
+// With a temperature below MinTemperature the result is the arg max of the
+// penalized logits, ties to the lowest id, and no random number is drawn. Otherwise exactly one is
 // drawn, from the generator of (Seed, position) (see drawSeed), unless
 // every logit is -Inf or NaN, in which case Sample returns 0. Sample panics
 // if logits is empty.
@@ -85,7 +87,7 @@ func (s *Sampler) Sample(logits []float32, prompt, generated []int) int {
 // sampleAt samples from the penalized logits x for position pos.
 func (s *Sampler) sampleAt(x []float32, pos int) int {
 	best := argmax(x)
-	if s.p.Temperature == 0 || math.IsInf(float64(x[best]), -1) {
+	if s.p.IsGreedy() || math.IsInf(float64(x[best]), -1) {
 		return best
 	}
 	cand, w := s.filter(x, best)
@@ -93,36 +95,60 @@ func (s *Sampler) sampleAt(x []float32, pos int) int {
 }
 
 // penalize copies logits into s.x with NaN replaced by -Inf, applies the
-// repetition and presence penalties, and returns s.x.
-//
-// Each penalized entry is recomputed from the original logit, so an id that
-// occurs many times is penalized exactly once.
+// penalties (see applyPenalties) and returns s.x.
 func (s *Sampler) penalize(logits []float32, prompt, generated []int) []float32 {
 	n := len(logits)
 	s.x = grow(s.x, n)
+	s.count = grow(s.count, n)
 	x := s.x
 	for i, v := range logits {
-		if v != v {
-			v = float32(math.Inf(-1))
-		}
-		x[i] = v
+		x[i] = clean(v)
 	}
-	rp, pp := s.p.RepetitionPenalty, s.p.PresencePenalty
+	applyPenalties(s.p, x, logits, 0, prompt, generated, s.count)
+	return x
+}
+
+// applyPenalties applies the repetition, frequency and presence penalties
+// of p, in that order (vLLM's), to x, the cleaned logits of ids
+// [lo, lo+len(x)); raw holds the same logits before cleaning. Ids outside
+// the range are ignored. count is scratch of len(x), all zero, and is left
+// all zero.
+//
+// A penalized entry is recomputed from its original logit, so the
+// repetition and presence penalties apply once per id however often it
+// occurs, and the frequency penalty is multiplied by the id's count:
+//
+//	x = rep(l) - frequency×count - presence
+//
+// rounded to float32 after each operation.
+func applyPenalties(p Params, x, raw []float32, lo int, prompt, generated []int, count []int32) {
+	n := len(x)
+	rp, pp, fp := p.RepetitionPenalty, p.PresencePenalty, p.FrequencyPenalty
 	if rp != 1 {
 		for _, id := range prompt {
-			if uint(id) < uint(n) {
-				x[id] = repetition(clean(logits[id]), rp)
+			if j := id - lo; uint(j) < uint(n) {
+				x[j] = repetition(clean(raw[j]), rp)
 			}
 		}
 	}
-	if rp != 1 || pp != 0 {
-		for _, id := range generated {
-			if uint(id) < uint(n) {
-				x[id] = repetition(clean(logits[id]), rp) - pp
-			}
+	if rp == 1 && pp == 0 && fp == 0 {
+		return
+	}
+	for _, id := range generated {
+		if j := id - lo; uint(j) < uint(n) {
+			count[j]++
 		}
 	}
-	return x
+	for _, id := range generated {
+		j := id - lo
+		if uint(j) >= uint(n) || count[j] == 0 {
+			continue
+		}
+		v := repetition(clean(raw[j]), rp)
+		v = float32(v - float32(fp*float32(count[j]))) // conversions forbid fused multiply-add
+		x[j] = float32(v - pp)
+		count[j] = 0
+	}
 }
 
 // clean maps NaN to -Inf.
@@ -156,69 +182,59 @@ func argmax(x []float32) int {
 	return best
 }
 
-// filter applies temperature, top-k, top-p and min-p to the penalized
-// logits x, whose arg max is best and finite or +Inf. It returns the
-// surviving ids and their unnormalized probabilities, both non-empty and
-// aligned; the two slices alias s.cand and s.w.
+// filter applies temperature, min-p, top-k and top-p, in that order
+// (vLLM's), to the penalized logits x, whose arg max is best and finite or
+// +Inf. It returns the surviving ids and their unnormalized probabilities,
+// both non-empty and aligned; the two slices alias s.cand and s.w.
+//
+// Min-p and top-k each keep a best-first prefix of the ranking, so they
+// commute; top-p comes last and measures the mass of what both kept.
 func (s *Sampler) filter(x []float32, best int) ([]int32, []float64) {
 	n := len(x)
-	k := s.p.TopK
-	topK := k > 0 && k < n
-	if !topK {
-		k = n
-	}
-	s.cand = grow(s.cand, k)
-	s.w = grow(s.w, k)
-	sc := scale{max: x[best], inf: math.IsInf(float64(x[best]), 1), t: float64(s.p.Temperature)}
+	s.cand = grow(s.cand, n)
+	s.w = grow(s.w, n)
+	// The best token's weight is 1, so min-p times its probability is
+	// min-p itself in weight units, whatever the normalization.
+	sc := scale{max: x[best], inf: math.IsInf(float64(x[best]), 1), t: float64(s.p.Temperature), minW: float64(s.p.MinP)}
 
 	var (
 		cand  []int32
 		w     []float64
 		total float64
 	)
-	if topK {
-		cand = s.selectTopK(x, k)
+	if s.p.topK(n) {
+		cand = s.selectTopK(x, s.p.TopK)
 		w = s.w[:len(cand)]
-		for i, id := range cand {
-			w[i] = sc.weight(x[id])
-			total += w[i]
-		}
-		if s.p.TopP < 1 {
-			keep, _ := nucleus(w, float64(float64(s.p.TopP)*total))
-			cand, w = cand[:keep], w[:keep]
-		}
-	} else {
-		// Every id whose weight underflows to 0 is left out: it can never
-		// be drawn, and top-p would drop it anyway.
-		var mass [massBuckets]float64
-		cand, w = s.cand[:0], s.w[:0]
-		for i, v := range x {
-			wi := sc.weight(v)
-			if wi == 0 {
-				continue
-			}
-			cand, w = append(cand, int32(i)), append(w, wi)
-			total += wi
-			mass[bucket(wi)] += wi
-		}
-		if s.p.TopP < 1 {
-			cand, w = s.nucleusUnsorted(x, sc, cand, w, &mass, float64(float64(s.p.TopP)*total))
-		}
-	}
-
-	if s.p.MinP > 0 {
-		// The best token's weight is 1 and survives top-p, so min-p times
-		// its probability is min-p itself in weight units, whatever the
-		// normalization.
-		minp := float64(s.p.MinP)
 		keep := 0
-		for i, wi := range w {
-			if wi >= minp {
-				cand[keep], w[keep] = cand[i], wi
+		for _, id := range cand {
+			if wi := sc.weight(x[id]); sc.keeps(wi) {
+				cand[keep], w[keep] = id, wi
+				total += wi
 				keep++
 			}
 		}
 		cand, w = cand[:keep], w[:keep]
+		if s.p.TopP < 1 {
+			keep, _ := nucleus(w, float64(float64(s.p.TopP)*total))
+			cand, w = cand[:keep], w[:keep]
+		}
+		return cand, w
+	}
+	// Every id whose weight underflows to 0 is left out: it can never be
+	// drawn, and top-p would drop it anyway.
+	var mass [massBuckets]float64
+	cand, w = s.cand[:0], s.w[:0]
+	for i, v := range x {
+		wi := sc.weight(v)
+		if !sc.keeps(wi) {
+			continue
+		}
+		cand, w = append(cand, int32(i)), append(w, wi)
+		total += wi
+		mass[bucket(wi)] += wi
+	}
+	if s.p.TopP < 1 {
+		cand, w = s.nucleusUnsorted(x, sc, cand, w, &mass, float64(float64(s.p.TopP)*total))
 	}
 	return cand, w
 }
@@ -226,12 +242,18 @@ func (s *Sampler) filter(x []float32, best int) ([]int32, []float64) {
 // scale turns a penalized logit into an unnormalized probability at
 // temperature t: exp((v - max)/t), computed in float64, so the best token
 // weighs exactly 1 and no scaled logit overflows. If max is +Inf, the +Inf
-// tokens weigh 1 and all others 0.
+// tokens weigh 1 and all others 0. minW is the min-p threshold in the same
+// units.
 type scale struct {
-	max float32
-	inf bool
-	t   float64
+	max  float32
+	inf  bool
+	t    float64
+	minW float64
 }
+
+// keeps reports whether a token of weight w survives min-p and can be
+// drawn at all (w > 0).
+func (sc scale) keeps(w float64) bool { return w > 0 && w >= sc.minW }
 
 func (sc scale) weight(v float32) float64 {
 	if sc.inf {
@@ -299,7 +321,7 @@ func (s *Sampler) nucleusUnsorted(x []float32, sc scale, cand []int32, w []float
 	// Rebuild the full candidate list, which the compaction above overwrote.
 	all := cand[:0]
 	for i, v := range x {
-		if sc.weight(v) != 0 {
+		if sc.keeps(sc.weight(v)) {
 			all = append(all, int32(i))
 		}
 	}
@@ -318,10 +340,12 @@ func (s *Sampler) sortedNucleus(x []float32, sc scale, ids []int32, w []float64,
 	return nucleus(w, limit)
 }
 
-// selectTopK returns the k ids with the largest x, ties to the lowest id,
-// sorted by decreasing logit and then increasing id. -Inf entries are left
-// out, so fewer than k ids may come back. It keeps a size-k min-heap of the
-// best ids seen so far in s.cand: O(n log k) time, no full sort.
+// selectTopK returns the k ids with the largest x and every id tied with
+// the k-th, sorted by decreasing logit and then increasing id. -Inf entries
+// are left out, so fewer than k ids may come back. It keeps a size-k
+// min-heap of the best ids seen so far in s.cand (O(n log k) time, no full
+// sort), then appends the ids tied with the k-th that the heap's ties to
+// the lowest id left out.
 func (s *Sampler) selectTopK(x []float32, k int) []int32 {
 	h := s.cand[:0]
 	// worse reports whether id a ranks below id b.
@@ -366,6 +390,16 @@ func (s *Sampler) selectTopK(x []float32, k int) []int32 {
 		}
 	}
 	slices.SortFunc(h, func(a, b int32) int { return compareRank(x, a, b) })
+	if len(h) == k {
+		// Ids tied with the k-th and below it in id order all lost the
+		// tie; those above it were kept.
+		last := h[k-1]
+		for i := int(last) + 1; i < len(x); i++ {
+			if x[i] == x[last] {
+				h = append(h, int32(i))
+			}
+		}
+	}
 	return h
 }
 

@@ -76,9 +76,17 @@ func TestGreedy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := mustNew(t, sampling.Greedy())
-			if got := s.Sample(tc.logits, nil, nil); got != tc.want {
-				t.Errorf("Sample(%v) = %d, want %d", tc.logits, got, tc.want)
+			// Every temperature below MinTemperature is greedy, whatever
+			// the seed and position.
+			for _, temp := range []float32{0, 1e-7, 0.99e-5} {
+				p := sampling.ThinkingDefaults()
+				p.Temperature, p.Seed = temp, 5
+				s := mustNew(t, p)
+				for pos := range 20 {
+					if got := s.Sample(tc.logits, nil, past(pos)); got != tc.want {
+						t.Errorf("temperature %g, position %d: Sample(%v) = %d, want %d", temp, pos, tc.logits, got, tc.want)
+					}
+				}
 			}
 		})
 	}
@@ -312,9 +320,10 @@ var filterCases = []struct {
 	{"min-p 0.6", params(1, 1, 0.6, 0), logProbs(0.4, 0.3, 0.2, 0.1), []int{0, 1}},
 	{"min-p 1 keeps ties", params(1, 1, 1, 0), []float32{2, 1, 2}, []int{0, 2}},
 	{"top-k 2", params(1, 1, 0, 2), logProbs(0.1, 0.4, 0.2, 0.3), []int{1, 3}},
-	{"top-k tie to lowest id", params(1, 1, 0, 2), []float32{1, 3, 1, 1}, []int{0, 1}},
+	{"top-k keeps ties with the k-th", params(1, 1, 0, 2), []float32{1, 3, 1, 1}, []int{0, 1, 2, 3}},
+	{"top-k -1 is off", params(1, 1, 0, -1), logProbs(0.1, 0.4, 0.2, 0.3), []int{0, 1, 2, 3}},
 	{"top-k before top-p", params(1, 0.5, 0, 2), logProbs(0.4, 0.3, 0.2, 0.1), []int{0}},
-	{"top-p before min-p", params(1, 0.52, 0.5, 0), logProbs(0.5, 0.45, 0.05), []int{0, 1}},
+	{"min-p before top-p", params(1, 0.52, 0.5, 0), logProbs(0.5, 0.45, 0.05), []int{0}},
 }
 
 func params(temp, topP, minP float32, topK int) sampling.Params {
@@ -324,18 +333,22 @@ func params(temp, topP, minP float32, topK int) sampling.Params {
 func TestPenaltiesSteerGreedy(t *testing.T) {
 	logits := []float32{3, 2.9, -1, -1.1}
 	tests := []struct {
-		name      string
-		rep, pres float32
-		prompt    []int
-		generated []int
-		want      int
+		name            string
+		rep, pres, freq float32
+		prompt          []int
+		generated       []int
+		want            int
 	}{
-		{"no penalty", 1, 0, []int{0}, []int{0}, 0},
-		{"repetition from prompt", 1.1, 0, []int{0}, nil, 1},
-		{"presence ignores prompt", 1, 0.5, []int{0}, nil, 0},
-		{"presence on generated", 1, 0.5, nil, []int{0}, 1},
-		{"presence once per id", 1, 0.06, nil, []int{0, 0, 0}, 0},
-		{"repetition multiplies negatives", 1.2, 0, nil, []int{0, 1, 2}, 3},
+		{"no penalty", 1, 0, 0, []int{0}, []int{0}, 0},
+		{"repetition from prompt", 1.1, 0, 0, []int{0}, nil, 1},
+		{"presence ignores prompt", 1, 0.5, 0, []int{0}, nil, 0},
+		{"presence on generated", 1, 0.5, 0, nil, []int{0}, 1},
+		{"presence once per id", 1, 0.06, 0, nil, []int{0, 0, 0}, 0},
+		{"frequency ignores prompt", 1, 0, 0.5, []int{0, 0, 0}, nil, 0},
+		{"frequency once is not enough", 1, 0, 0.06, nil, []int{0}, 0},
+		{"frequency counts occurrences", 1, 0, 0.06, nil, []int{0, 0}, 1},
+		{"frequency and presence add", 1, 0.05, 0.03, nil, []int{0, 0}, 1},
+		{"repetition multiplies negatives", 1.2, 0, 0, nil, []int{0, 1, 2}, 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -344,7 +357,7 @@ func TestPenaltiesSteerGreedy(t *testing.T) {
 				l = []float32{-3, -2.9, -1, -1.1}
 			}
 			p := sampling.Greedy()
-			p.RepetitionPenalty, p.PresencePenalty = tc.rep, tc.pres
+			p.RepetitionPenalty, p.PresencePenalty, p.FrequencyPenalty = tc.rep, tc.pres, tc.freq
 			s := mustNew(t, p)
 			if got := s.Sample(l, tc.prompt, tc.generated); got != tc.want {
 				t.Errorf("Sample = %d, want %d", got, tc.want)

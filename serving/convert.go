@@ -7,8 +7,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/moemesh/moemesh/chat"
 	"github.com/moemesh/moemesh/scheduler"
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 

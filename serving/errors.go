@@ -8,10 +8,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/moemesh/moemesh/chat"
 	"github.com/moemesh/moemesh/coordinator/control"
-	"github.com/moemesh/moemesh/coordinator/engine"
 	"github.com/moemesh/moemesh/sampling"
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 
@@ -61,7 +61,7 @@ var (
 func classify(err error) class {
 	switch {
 	case errors.Is(err, ErrInvalid), errors.Is(err, chat.ErrInvalid), errors.Is(err, sampling.ErrBadParams),
-		errors.Is(err, tokenizer.ErrIDOutOfRange), errors.Is(err, engine.ErrBadRequest):
+		errors.Is(err, tokenizer.ErrIDOutOfRange), errors.Is(err, scheduler.ErrBadRequest):
 		return classInvalid
 	case errors.Is(err, ErrUnknownModel), errors.Is(err, ErrNoEndpoint):
 		return class{codes.NotFound, http.StatusNotFound, "not_found_error"}
@@ -73,12 +73,12 @@ func classify(err error) class {
 		return class{codes.ResourceExhausted, http.StatusBadRequest, "invalid_request_error"}
 	case errors.Is(err, ErrBodyTooLarge):
 		return class{codes.ResourceExhausted, http.StatusRequestEntityTooLarge, "invalid_request_error"}
-	case errors.Is(err, engine.ErrKVFull):
+	case errors.Is(err, scheduler.ErrKVFull):
 		return class{codes.ResourceExhausted, http.StatusBadRequest, "invalid_request_error"}
 	case errors.Is(err, ErrUnsupported):
 		return class{codes.Unimplemented, http.StatusBadRequest, "invalid_request_error"}
-	case errors.Is(err, control.ErrNotLeader), errors.Is(err, control.ErrNotReady), errors.Is(err, engine.ErrStopped),
-		errors.Is(err, engine.ErrClusterDown), errors.Is(err, ErrUnavailable), errors.Is(err, control.ErrNoLayout),
+	case errors.Is(err, control.ErrNotLeader), errors.Is(err, control.ErrNotReady), errors.Is(err, scheduler.ErrStopped),
+		errors.Is(err, scheduler.ErrClusterDown), errors.Is(err, ErrUnavailable), errors.Is(err, control.ErrNoLayout),
 		errors.Is(err, control.ErrWorkerLost):
 		return classUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/moemesh/moemesh/coordinator/control"
-	"github.com/moemesh/moemesh/coordinator/engine"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 func TestToStatus(t *testing.T) {
@@ -19,14 +19,14 @@ func TestToStatus(t *testing.T) {
 		err  error
 		want codes.Code
 	}{
-		{wrap(engine.ErrBadRequest), codes.InvalidArgument},
-		{wrap(engine.ErrKVFull), codes.ResourceExhausted},
+		{wrap(scheduler.ErrBadRequest), codes.InvalidArgument},
+		{wrap(scheduler.ErrKVFull), codes.ResourceExhausted},
 		{wrap(control.ErrNotLeader), codes.Unavailable},
 		{wrap(control.ErrNotReady), codes.Unavailable},
-		{fmt.Errorf("%w: %w", engine.ErrStopped, control.ErrNotLeader), codes.Unavailable},
+		{fmt.Errorf("%w: %w", scheduler.ErrStopped, control.ErrNotLeader), codes.Unavailable},
 		// A recovery that timed out is the cluster being down, not the
 		// client's deadline.
-		{fmt.Errorf("%w: %w", engine.ErrClusterDown, context.DeadlineExceeded), codes.Unavailable},
+		{fmt.Errorf("%w: %w", scheduler.ErrClusterDown, context.DeadlineExceeded), codes.Unavailable},
 		{wrap(context.DeadlineExceeded), codes.DeadlineExceeded},
 		{wrap(context.Canceled), codes.Canceled},
 		{status.Error(codes.NotFound, "as it is"), codes.NotFound},

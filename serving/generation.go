@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/moemesh/moemesh/chat"
+	"github.com/moemesh/moemesh/sampling"
 	"github.com/moemesh/moemesh/scheduler"
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 
@@ -16,7 +17,7 @@ type genSpec struct {
 	prompt []int32
 	// maxTokens bounds the generated tokens; 0 means up to the context.
 	maxTokens   int64
-	sampling    samplingOverrides
+	sampling    sampling.Overrides
 	stop        []string
 	stopIDs     []int32
 	ignoreEOS   bool
@@ -70,7 +71,7 @@ func (s *Server) request(m *served, spec genSpec) (scheduler.Request, error) {
 			return r, fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 		}
 	}
-	params, err := resolveSampling(m.gc, spec.sampling)
+	params, err := sampling.Resolve(m.gc, spec.sampling)
 	if err != nil {
 		return r, err
 	}

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/moemesh/moemesh/chat"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
+	"github.com/moemesh/moemesh/sampling"
 )
 
 // inference implements the public InferenceService; errors become codes
@@ -19,8 +20,8 @@ type inference struct {
 
 var _ infpb.InferenceServiceServer = (*inference)(nil)
 
-func overridesOf(p *infpb.SamplingParams) samplingOverrides {
-	var o samplingOverrides
+func overridesOf(p *infpb.SamplingParams) sampling.Overrides {
+	var o sampling.Overrides
 	if p == nil {
 		return o
 	}

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/moemesh/moemesh/chat"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 	"github.com/moemesh/moemesh/scheduler"
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
 )
 
 type genResult struct {
@@ -151,7 +151,7 @@ func TestGenerateRequestFields(t *testing.T) {
 	if diff := cmp.Diff([]int32{13}, r.Stop); diff != "" {
 		t.Errorf("Stop with ignore_eos (-want +got):\n%s", diff)
 	}
-	if r.MaxTokens != 9 || r.Params.Temperature != 0.7 || r.Params.TopK != 0 || r.Params.Seed != 7 || !r.Logprobs || r.TopLogprobs != 2 {
+	if r.MaxTokens != 9 || r.Params.Temperature != 0.7 || r.Params.TopK != -1 || r.Params.Seed != 7 || !r.Logprobs || r.TopLogprobs != 2 {
 		t.Errorf("request %+v", r)
 	}
 	if len(got.lps) != len(got.ids) || len(got.lps) == 0 {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moemesh/moemesh/sampling"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 
@@ -27,7 +28,7 @@ var loadTokenizer = tokenizer.Load
 type served struct {
 	name      string
 	tok       *tokenizer.Tokenizer
-	gc        generationConfig
+	gc        sampling.GenerationConfig
 	ctxTokens int
 	created   int64
 }
@@ -58,7 +59,7 @@ func (m *models) get(name string) (*served, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: the model's tokenizer: %v", ErrUnavailable, err)
 		}
-		gc, err := loadGenerationConfig(dir)
+		gc, err := sampling.LoadGenerationConfig(dir)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}

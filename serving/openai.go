@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
+	"github.com/moemesh/moemesh/chat"
 )
 
 // Handler is the HTTP API: the OpenAI-compatible /v1 endpoints (behind

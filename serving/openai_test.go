@@ -14,7 +14,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	chat "github.com/moemesh/moemesh/serving/internal/chatshim"
+	"github.com/moemesh/moemesh/chat"
 )
 
 func post(t *testing.T, ts *testServer, path, body string, hdr ...string) *http.Response {

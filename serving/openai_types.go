@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/moemesh/moemesh/sampling"
 )
 
 // The OpenAI-compatible request and response bodies. Unknown fields are
@@ -31,8 +33,8 @@ type oaSampling struct {
 	N         *int   `json:"n"`
 }
 
-func (s *oaSampling) overrides() samplingOverrides {
-	return samplingOverrides{Temperature: s.Temperature, TopP: s.TopP, MinP: s.MinP, PresencePenalty: s.PresencePenalty,
+func (s *oaSampling) overrides() sampling.Overrides {
+	return sampling.Overrides{Temperature: s.Temperature, TopP: s.TopP, MinP: s.MinP, PresencePenalty: s.PresencePenalty,
 		FrequencyPenalty: s.FrequencyPenalty, RepetitionPenalty: s.RepetitionPenalty, TopK: s.TopK, Seed: s.Seed}
 }
 

@@ -11,8 +11,9 @@
 // without splitting a character.
 //
 // The chat template of tokenizer_config.json is rendered by a Jinja engine
-// (github.com/ardanlabs/jinja), so models other than Qwen3 work without code
-// changes.
+// (internal/jinja, a fork of github.com/ardanlabs/jinja v1.8.0 that prints
+// numbers and strings as Python's jinja2 does), so models other than Qwen3
+// work without code changes.
 //
 // The Qwen3 tokenizer files are embedded (Qwen3, Qwen3Files); Load reads any
 // model directory. docs/tokenizer.md gives the design and measurements.

@@ -108,3 +108,44 @@ func TestGoldenChat(t *testing.T) {
 		})
 	}
 }
+
+// goldenTools mirrors testdata/golden-tools.json: chats with tool
+// definitions, assistant tool calls in both shapes and role: tool results.
+type goldenTools struct {
+	Chat []struct {
+		Messages       []Message         `json:"messages"`
+		Tools          []json.RawMessage `json:"tools"`
+		EnableThinking *bool             `json:"enable_thinking"`
+		Prompt         string            `json:"prompt"`
+		IDs            []int             `json:"ids"`
+	} `json:"chat"`
+}
+
+func TestGoldenChatTools(t *testing.T) {
+	tok := qwen3T(t)
+	b, err := os.ReadFile(filepath.Join("testdata", "golden-tools.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g goldenTools
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Chat) != 40 {
+		t.Fatalf("golden has %d chat cases, want 40", len(g.Chat))
+	}
+	for i, tc := range g.Chat {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			got, err := tok.ApplyChatTemplate(tc.Messages, TemplateOptions{AddGenerationPrompt: true, EnableThinking: tc.EnableThinking, Tools: tc.Tools})
+			if err != nil {
+				t.Fatalf("ApplyChatTemplate: %v", err)
+			}
+			if diff := cmp.Diff(tc.Prompt, got); diff != "" {
+				t.Errorf("prompt (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.IDs, tok.Encode(got)); diff != "" {
+				t.Errorf("prompt ids (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

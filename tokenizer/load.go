@@ -9,7 +9,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/moemesh/moemesh/internal/jinja"
 )
 
 // File names Load reads from a model directory.

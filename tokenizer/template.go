@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ardanlabs/jinja"
+	"github.com/moemesh/moemesh/internal/jinja"
 )
 
 // Message is one turn of a chat, in the shape chat templates expect.
@@ -22,12 +22,26 @@ type Message struct {
 	ReasoningContent string `json:"reasoning_content,omitempty"`
 	// ToolCalls are the calls an assistant turn made.
 	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID is the id of the call a tool turn answers (OpenAI's
+	// tool_call_id); the Qwen3 template does not print it.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	// Name is the function name of a tool turn, or a participant name.
+	Name string `json:"name,omitempty"`
 }
 
-// ToolCall is a function call made by the assistant.
+// ToolCall is a function call made by the assistant, in either shape chat
+// clients send: OpenAI's {id, type, function: {name, arguments}}, or the bare
+// {name, arguments}. Only the fields that are set reach the template, so that
+// a template's "{% if tool_call.function %}" sees what the client sent: a
+// bare call has no function field, and its Name and Arguments are read
+// directly (the Qwen3 template handles both).
 type ToolCall struct {
+	ID       string       `json:"id,omitempty"`
 	Type     string       `json:"type,omitempty"`
-	Function FunctionCall `json:"function"`
+	Function FunctionCall `json:"function,omitzero"`
+	// Name and Arguments are the bare shape's fields.
+	Name      string          `json:"name,omitempty"`
+	Arguments json.RawMessage `json:"arguments,omitempty"`
 }
 
 // FunctionCall names a function and its arguments: a JSON object, or a JSON
@@ -46,8 +60,9 @@ type TemplateOptions struct {
 	// undefined so that the template's default applies (thinking on for
 	// Qwen3).
 	EnableThinking *bool
-	// Tools are tool definitions (JSON objects) passed as tools; their key
-	// order is kept.
+	// Tools are tool definitions passed as tools; each must be a JSON
+	// object. Key order and the text of integers are kept (see
+	// docs/tokenizer.md for how floats print).
 	Tools []json.RawMessage
 }
 
@@ -83,6 +98,9 @@ func (t *Tokenizer) ApplyChatTemplate(messages []Message, opts TemplateOptions) 
 			v, err := jsonValue(raw)
 			if err != nil {
 				return "", fmt.Errorf("%w: tool %d: %v", ErrTemplate, i, err)
+			}
+			if !v.IsDict() {
+				return "", fmt.Errorf("%w: tool %d is not a JSON object", ErrTemplate, i)
 			}
 			tools[i] = v
 		}

@@ -5,8 +5,9 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/ardanlabs/jinja"
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/moemesh/moemesh/internal/jinja"
 )
 
 // Tokenizer is a byte-level BPE tokenizer with its chat template. It is safe

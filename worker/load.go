@@ -52,6 +52,7 @@ type epoch struct {
 	place   []*sharding.Placement // per layer
 	proto   *pb.Placement
 	m       *model.Model // base.m with this epoch's FFN
+	moe     *meshMoE     // that FFN
 	experts [][]int      // per layer: the experts this worker hosts in this epoch
 }
 
@@ -268,7 +269,8 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 	for i := range all {
 		all[i] = i
 	}
-	e.m = b.m.WithFFN(&meshMoE{m: b.m, ex: b.ex, self: b.self, layout: b.layout, place: p.place, all: all})
+	e.moe = newMeshMoE(b.m, b.ex, b.self, b.layout, p.place, all)
+	e.m = b.m.WithFFN(e.moe)
 	for l, ids := range p.experts {
 		for _, x := range ids {
 			b.users[l][x]++

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
@@ -39,6 +40,54 @@ type meshMoE struct {
 	layout sharding.Layout
 	place  []*sharding.Placement // per layer
 	all    []int                 // every worker: the all-to-all spans all groups
+
+	// moeIndex[l] is layer l's index among the MoE layers (-1: dense).
+	moeIndex []int
+	// counts[moeIndex[l]*experts+e] are the tokens this rank routed to
+	// expert e of layer l since resetCounts. MoE runs under Worker.stepMu,
+	// one layer at a time, so they need no lock.
+	counts []uint32
+}
+
+func newMeshMoE(m *model.Model, ex Exchange, self int, layout sharding.Layout, place []*sharding.Placement, all []int) *meshMoE {
+	d := &meshMoE{m: m, ex: ex, self: self, layout: layout, place: place, all: all, moeIndex: make([]int, m.Cfg.NumHiddenLayers)}
+	moe := 0
+	for l := range d.moeIndex {
+		d.moeIndex[l] = -1
+		if m.Cfg.IsMoELayer(l) {
+			d.moeIndex[l] = moe
+			moe++
+		}
+	}
+	d.counts = make([]uint32, moe*m.Cfg.NumExperts)
+	return d
+}
+
+// resetCounts zeroes the routed-token counters.
+func (d *meshMoE) resetCounts() { clear(d.counts) }
+
+// takeCounts returns a copy of the routed-token counters, layer-major
+// [MoE layer][expert] (nil for a dense model), and zeroes them.
+func (d *meshMoE) takeCounts() []uint32 {
+	if len(d.counts) == 0 {
+		return nil
+	}
+	out := slices.Clone(d.counts)
+	clear(d.counts)
+	return out
+}
+
+// count adds one routing decision per (token, expert) pair of layer l.
+func (d *meshMoE) count(l int, r model.Routing) {
+	if l < 0 || l >= len(d.moeIndex) || d.moeIndex[l] < 0 {
+		return
+	}
+	c := d.counts[d.moeIndex[l]*d.m.Cfg.NumExperts:][:d.m.Cfg.NumExperts]
+	for _, e := range r.Experts {
+		if int(e) >= 0 && int(e) < len(c) {
+			c[e]++
+		}
+	}
 }
 
 var _ model.FFN = (*meshMoE)(nil)
@@ -59,6 +108,7 @@ func (d *meshMoE) MoE(ctx context.Context, step uint64, l int, h, out kernels.Bu
 		if r, err = m.Route(l, hLocal, n); err != nil {
 			return err
 		}
+		d.count(l, r)
 	}
 	// The rows are copied to the host only if some token leaves the process.
 	var hostH []float32

@@ -3,9 +3,11 @@ package worker
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestDecodeRouting(t *testing.T) {
@@ -92,7 +94,7 @@ func FuzzDecodeRouting(f *testing.F) {
 }
 
 // FuzzDecodeCandidates: candidate lists from a peer decode within limits
-// or fail with ErrProtocol.
+// or fail with ErrProtocol; odd sequences carry logprobs (at most 3 top).
 func FuzzDecodeCandidates(f *testing.F) {
 	f.Add([]byte{1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 128, 63}, 1)
 	f.Fuzz(func(t *testing.T, raw []byte, n int) {
@@ -103,22 +105,58 @@ func FuzzDecodeCandidates(f *testing.F) {
 		for i := range aux {
 			aux[i] = int32(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
 		}
-		ids, vals, err := decodeCandidates(aux, n, 3, 100)
+		lps := make([]int, n)
+		for i := range lps {
+			lps[i] = -1 + 4*(i%2)
+		}
+		got, err := decodeCandidates(aux, lps, 100)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v is not ErrProtocol", err)
 			}
 			return
 		}
-		for i := range ids {
-			if len(ids[i]) > 3 || len(ids[i]) != len(vals[i]) {
-				t.Fatalf("sequence %d: %d ids, %d values", i, len(ids[i]), len(vals[i]))
+		for i, c := range got {
+			if len(c.ids) > 100 || len(c.ids) != len(c.vals) || len(c.topIDs) > max(lps[i], 0) {
+				t.Fatalf("sequence %d: %d ids, %d values, %d top", i, len(c.ids), len(c.vals), len(c.topIDs))
 			}
-			for _, id := range ids[i] {
+			if lps[i] >= 0 && len(c.raw) != len(c.ids) {
+				t.Fatalf("sequence %d: %d raw values for %d ids", i, len(c.raw), len(c.ids))
+			}
+			for _, id := range append(slices.Clone(c.ids), c.topIDs...) {
 				if id < 0 || id >= 100 {
 					t.Fatalf("id %d", id)
 				}
 			}
 		}
 	})
+}
+
+// TestCandidatesRoundTrip: what seqCands.append writes, decodeCandidates
+// reads back exactly, with and without logprobs; a truncated message is
+// ErrProtocol.
+func TestCandidatesRoundTrip(t *testing.T) {
+	in := []seqCands{
+		{ids: []int32{7, 3}, vals: []float32{1.5, -2}},
+		{ids: []int32{9}, vals: []float32{0.25}, raw: []float32{0.5}, lse: -3.0625e-7, topIDs: []int32{9, 1}, topVals: []float32{0.5, -1}},
+		{},
+		{raw: []float32{}, lse: math.Inf(-1)},
+	}
+	lps := []int{-1, 2, -1, 0}
+	var aux []int32
+	for i := range in {
+		aux = in[i].append(aux, lps[i] >= 0)
+	}
+	got, err := decodeCandidates(aux, lps, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, got, cmp.AllowUnexported(seqCands{}), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	for cut := range len(aux) {
+		if _, err := decodeCandidates(aux[:cut], lps, 10); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("truncated to %d ints: err = %v, want ErrProtocol", cut, err)
+		}
+	}
 }

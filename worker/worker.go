@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,7 +180,8 @@ func samplingParams(p *pb.Sampling) (sampling.Params, error) {
 	}
 	sp := sampling.Params{
 		Temperature: p.Temperature, TopK: int(p.TopK), TopP: p.TopP, MinP: p.MinP,
-		PresencePenalty: p.PresencePenalty, RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
+		PresencePenalty: p.PresencePenalty, FrequencyPenalty: p.FrequencyPenalty,
+		RepetitionPenalty: p.RepetitionPenalty, Seed: p.Seed,
 	}
 	if sp.TopP == 0 {
 		sp.TopP = 1
@@ -287,6 +289,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 	group := b.layout.Group(b.self)
 	var in []model.SeqInput
 	var ids []uint64
+	var lps []int // per sequence of in: how many top logprobs, -1 for none
 	seen := map[uint64]bool{}
 	for _, s := range req.Seqs {
 		if seen[s.SeqId] {
@@ -296,11 +299,19 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 		if int(s.AttnGroup) >= b.layout.DP {
 			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d assigned to group %d of %d", s.SeqId, s.AttnGroup, b.layout.DP)
 		}
+		if s.TopLogprobs > MaxTopLogprobs {
+			return nil, status.Errorf(codes.InvalidArgument, "worker: sequence %d asks for %d top logprobs, at most %d", s.SeqId, s.TopLogprobs, MaxTopLogprobs)
+		}
 		if int(s.AttnGroup) != group {
 			continue
 		}
 		in = append(in, model.SeqInput{ID: s.SeqId, Tokens: s.Tokens, StartPos: int(s.StartPos), Blocks: s.BlockTable, AllLogits: s.AllLogits})
 		ids = append(ids, s.SeqId)
+		lp := -1
+		if s.Sample && (s.Logprobs || s.TopLogprobs > 0) {
+			lp = min(int(s.TopLogprobs), e.m.Cfg.VocabSize)
+		}
+		lps = append(lps, lp)
 	}
 	for _, id := range req.FinishedSeqIds {
 		delete(w.samplers, id)
@@ -312,6 +323,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 	if err != nil {
 		return nil, err
 	}
+	e.moe.resetCounts()
 	x, rows, err := e.m.Hidden(ctx, req.Step, in)
 	if err != nil {
 		return nil, err
@@ -321,11 +333,12 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 		// Every rank takes part; rank 0 samples and answers.
 		var tokens []int32
 		var logits [][]float32
+		var lpOut []*logprobs
 		if w.candidatesSuffice(e, req, in, smp) {
-			tokens, err = w.sampleCandidates(ctx, e, req.Step, x, rows, in, smp)
+			tokens, lpOut, err = w.sampleCandidates(ctx, e, req.Step, x, rows, in, smp, lps)
 		} else {
 			if logits, err = e.m.Logits(ctx, req.Step, x, rows); err == nil && rank0 {
-				tokens = w.sampleFull(logits, in, smp)
+				tokens, lpOut = w.sampleFull(logits, in, smp, lps)
 			}
 		}
 		if err != nil {
@@ -337,7 +350,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 			}
 		}
 		if !rank0 {
-			resp.Stats = b.stats(start)
+			resp.Stats = e.stats(start)
 			return resp, nil
 		}
 		r := 0
@@ -347,6 +360,9 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 				n = len(s.Tokens)
 			}
 			res := &pb.SeqResult{SeqId: ids[i], Token: tokens[i]}
+			if lp := lpOut[i]; lp != nil {
+				res.Logprob, res.TopIds, res.TopLogprobs = lp.token, lp.topIDs, lp.top
+			}
 			if req.ReturnLogits {
 				res.Logits = tensorF32(logits[r : r+n])
 			}
@@ -354,7 +370,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 			r += n
 		}
 	}
-	resp.Stats = b.stats(start)
+	resp.Stats = e.stats(start)
 	return resp, nil
 }
 
@@ -399,23 +415,54 @@ func (w *Worker) prepareSamplers(req *pb.StepRequest, group int) ([]*seqSampler,
 	return out, nil
 }
 
-// sampleFull samples every sequence from its whole logits rows (rank 0).
-func (w *Worker) sampleFull(logits [][]float32, in []model.SeqInput, smp []*seqSampler) []int32 {
+// sampleFull samples every sequence from its whole logits rows (rank 0),
+// and computes the logprobs lps asks for (see logprobs).
+func (w *Worker) sampleFull(logits [][]float32, in []model.SeqInput, smp []*seqSampler, lps []int) ([]int32, []*logprobs) {
 	out := make([]int32, len(in))
+	lpOut := make([]*logprobs, len(in))
 	r := 0
 	for i, s := range in {
 		n := 1
 		if s.AllLogits {
 			n = len(s.Tokens)
 		}
+		row := logits[r+n-1]
 		if st := smp[i]; st != nil {
-			out[i] = int32(st.s.Sample(logits[r+n-1], st.prompt, st.generated))
+			out[i] = int32(st.s.Sample(row, st.prompt, st.generated))
 		} else {
-			out[i] = argmax(logits[r+n-1])
+			out[i] = argmax(row)
+		}
+		if lps[i] >= 0 {
+			lse := sampling.LogSumExp(row)
+			ids, vals := sampling.TopLogits(row, 0, lps[i])
+			lpOut[i] = newLogprobs(row[out[i]], lse, ids, vals)
 		}
 		r += n
 	}
-	return out
+	return out, lpOut
+}
+
+// MaxTopLogprobs bounds SeqStep.top_logprobs.
+const MaxTopLogprobs = 1024
+
+// logprobs are one sequence's log-probabilities of a step, from the raw
+// logits (log-softmax before penalties and temperature, vLLM's default):
+// the sampled token's and the top ones', most likely first, ties to the
+// lowest id.
+type logprobs struct {
+	token  float32
+	topIDs []int32
+	top    []float32
+}
+
+// newLogprobs subtracts the log-sum-exp lse from the raw logit of the
+// sampled token and from the top raw logits vals (of ids).
+func newLogprobs(raw float32, lse float64, ids []int32, vals []float32) *logprobs {
+	lp := &logprobs{token: float32(float64(raw) - lse), topIDs: ids, top: make([]float32, len(vals))}
+	for j, v := range vals {
+		lp.top[j] = float32(float64(v) - lse)
+	}
+	return lp
 }
 
 // candidateK is the number of candidates a rank contributes for a sequence.
@@ -445,29 +492,39 @@ func (w *Worker) candidatesSuffice(e *epoch, req *pb.StepRequest, in []model.Seq
 
 // sampleCandidates samples with a vocabulary-parallel lm_head without
 // gathering logits: every rank sends rank 0 its top-k penalized candidates
-// per sequence as (id, float32 bits) pairs in Aux, which no wire dtype
-// rounds; rank 0 draws from their union (sampling.SampleCandidates), which
-// gives the token a sampler of the whole vocabulary would give.
-func (w *Worker) sampleCandidates(ctx context.Context, e *epoch, step uint64, x kernels.Buffer, rows []int32, in []model.SeqInput, smp []*seqSampler) ([]int32, error) {
+// per sequence (with every one tied with the k-th) as (id, float32 bits)
+// pairs in Aux, which no wire dtype rounds; rank 0 draws from their union
+// (sampling.SampleCandidates), which gives the token a sampler of the whole
+// vocabulary would give. For a sequence that asks for logprobs each rank
+// adds the log-sum-exp of its raw logits, the raw logits of its candidates
+// (the sampled token is one of them) and its top raw logits; rank 0
+// combines the log-sum-exps, so the log-softmax is the whole row's.
+func (w *Worker) sampleCandidates(ctx context.Context, e *epoch, step uint64, x kernels.Buffer, rows []int32, in []model.SeqInput, smp []*seqSampler, lps []int) ([]int32, []*logprobs, error) {
 	b := e.base
 	local, err := e.m.LocalLogits(x, rows)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lo, width := e.m.Vocab.Lo, e.m.Vocab.Len()
 	var aux []int32
-	cands := make([][]int32, len(in))
-	vals := make([][]float32, len(in))
+	mine := make([]seqCands, len(in))
 	for i := range in {
 		p, prompt, gen := sampling.Greedy(), []int(nil), []int(nil)
 		if st := smp[i]; st != nil {
 			p, prompt, gen = st.s.Params(), st.prompt, st.generated
 		}
-		cands[i], vals[i] = sampling.TopCandidates(p, local[i*width:(i+1)*width], lo, prompt, gen, w.candidateK(e, smp[i]))
-		aux = append(aux, int32(len(cands[i])))
-		for j, id := range cands[i] {
-			aux = appendPair(aux, id, vals[i][j])
+		row := local[i*width : (i+1)*width]
+		c := &mine[i]
+		c.ids, c.vals = sampling.TopCandidates(p, row, lo, prompt, gen, w.candidateK(e, smp[i]))
+		if lps[i] >= 0 {
+			c.raw = make([]float32, len(c.ids))
+			for j, id := range c.ids {
+				c.raw[j] = row[int(id)-lo]
+			}
+			c.lse = sampling.LogSumExp(row)
+			c.topIDs, c.topVals = sampling.TopLogits(row, lo, lps[i])
 		}
+		aux = c.append(aux, lps[i] >= 0)
 	}
 	group := b.layout.GroupWorkers(b.layout.Group(b.self))
 	root := group[0]
@@ -477,36 +534,51 @@ func (w *Worker) sampleCandidates(ctx context.Context, e *epoch, step uint64, x 
 	}
 	got, err := e.base.ex.AllToAll(ctx, collective.Tag{Step: step, Phase: pb.Phase_PHASE_LOGITS_GATHER}, group, send)
 	if err != nil || b.self != root {
-		return nil, err
+		return nil, nil, err
 	}
+	all := [][]seqCands{mine}
 	for _, src := range group[1:] {
-		k := 0
-		for i := range in {
-			k = max(k, w.candidateK(e, smp[i]))
-		}
-		ids, vs, err := decodeCandidates(got[src].Aux, len(in), k, e.m.Cfg.VocabSize)
+		theirs, err := decodeCandidates(got[src].Aux, lps, e.m.Cfg.VocabSize)
 		if err != nil {
-			return nil, fmt.Errorf("candidates from worker %d: %w", src, err)
+			return nil, nil, fmt.Errorf("candidates from worker %d: %w", src, err)
 		}
-		for i := range in {
-			cands[i] = append(cands[i], ids[i]...)
-			vals[i] = append(vals[i], vs[i]...)
-		}
+		all = append(all, theirs)
 	}
 	out := make([]int32, len(in))
+	lpOut := make([]*logprobs, len(in))
 	for i := range in {
+		var ids, topIDs []int32
+		var vals, raw, topVals []float32
+		var lses []float64
+		for _, cs := range all {
+			c := cs[i]
+			ids, vals, raw = append(ids, c.ids...), append(vals, c.vals...), append(raw, c.raw...)
+			topIDs, topVals = append(topIDs, c.topIDs...), append(topVals, c.topVals...)
+			lses = append(lses, c.lse)
+		}
 		s := smp[i]
 		if s == nil {
 			g, _ := sampling.New(sampling.Greedy())
 			s = &seqSampler{s: g}
 		}
-		out[i] = int32(s.s.SampleCandidates(cands[i], vals[i], len(s.prompt)+len(s.generated)))
+		out[i] = int32(s.s.SampleCandidates(ids, vals, len(s.prompt)+len(s.generated)))
+		if lps[i] >= 0 {
+			tok := float32(math.Inf(-1)) // every logit -Inf: token 0, not a candidate
+			if j := slices.Index(ids, out[i]); j >= 0 {
+				tok = raw[j]
+			}
+			topIDs, topVals = sampling.MergeTop(topIDs, topVals, lps[i])
+			lpOut[i] = newLogprobs(tok, sampling.CombineLogSumExp(lses), topIDs, topVals)
+		}
 	}
-	return out, nil
+	return out, lpOut, nil
 }
 
-func (b *base) stats(start time.Time) *pb.StepStats {
-	st := &pb.StepStats{WallUs: time.Since(start).Microseconds()}
+// stats are the step's statistics on this worker: traffic per phase and
+// the tokens this worker routed to each expert.
+func (e *epoch) stats(start time.Time) *pb.StepStats {
+	b := e.base
+	st := &pb.StepStats{WallUs: time.Since(start).Microseconds(), ExpertTokens: e.moe.takeCounts()}
 	if b.mesh != nil {
 		st.Phases = b.mesh.Stats().Proto()
 		b.mesh.ResetStats()

@@ -22,7 +22,10 @@ func TestSamplingParams(t *testing.T) {
 			sampling.Params{Temperature: 0.7, TopK: 20, TopP: 1, RepetitionPenalty: 1, Seed: 3}, false},
 		{"explicit values kept", &pb.Sampling{Temperature: 0.6, TopP: 0.95, MinP: 0.1, PresencePenalty: 0.5, RepetitionPenalty: 1.1},
 			sampling.Params{Temperature: 0.6, TopP: 0.95, MinP: 0.1, PresencePenalty: 0.5, RepetitionPenalty: 1.1}, false},
+		{"frequency and top-k -1", &pb.Sampling{Temperature: 1, TopK: -1, FrequencyPenalty: -0.5, Seed: 4},
+			sampling.Params{Temperature: 1, TopK: -1, TopP: 1, RepetitionPenalty: 1, FrequencyPenalty: -0.5, Seed: 4}, false},
 		{"negative temperature refused", &pb.Sampling{Temperature: -1}, sampling.Params{}, true},
+		{"frequency out of range refused", &pb.Sampling{Temperature: 1, FrequencyPenalty: 2.5}, sampling.Params{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := samplingParams(tc.in)

@@ -29,6 +29,9 @@ type benchOptions struct {
 	Tokens   int
 	Cluster  clusterFlags
 	batchSzs []int
+	// Serve, with --server, benchmarks a running cluster instead
+	// (bench_server.go).
+	Serve serverBenchOptions
 }
 
 func (o *benchOptions) Complete() error {
@@ -55,10 +58,22 @@ func (o *benchOptions) Validate() error {
 func newBenchCmd(s IOStreams) *cobra.Command {
 	o := &benchOptions{}
 	cmd := &cobra.Command{
-		Use:   "bench --model DIR [--batch 1,16]",
-		Short: "Measure prefill and decode tokens/s, and decode against the memory-bandwidth bound",
+		Use:   "bench --model DIR [--batch 1,16] | bench --server ADDR --concurrency C --requests R [--prompt-len L --max-tokens M]",
+		Short: "Measure prefill and decode tokens/s, and decode against the memory-bandwidth bound; with --server, a running cluster's serving throughput and latency as vLLM reports them",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("server") {
+				if o.Model != "" {
+					return usagef("--model is for the raw-engine bench; --server measures a running cluster (drop one)")
+				}
+				if err := o.Serve.Complete(); err != nil {
+					return err
+				}
+				if err := o.Serve.Validate(); err != nil {
+					return err
+				}
+				return o.Serve.Run(cmd.Context(), s)
+			}
 			if err := o.Complete(); err != nil {
 				return err
 			}
@@ -73,6 +88,7 @@ func newBenchCmd(s IOStreams) *cobra.Command {
 	cmd.Flags().IntVar(&o.Prompt, "prompt-tokens", 128, "prompt length per sequence (prefill)")
 	cmd.Flags().IntVar(&o.Tokens, "tokens", 32, "decode steps per batch size")
 	o.Cluster.AddFlags(cmd)
+	o.Serve.AddFlags(cmd)
 	return cmd
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/membership"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/serving"
 )
 
@@ -77,6 +78,9 @@ type coordinatorOptions struct {
 	WireDType      string
 	LeaseTTL       time.Duration
 	LogLevel       string
+	// MaxBatchTokens and MaxSeqs are the scheduler's per-step limits.
+	MaxBatchTokens int
+	MaxSeqs        int
 }
 
 func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
@@ -93,6 +97,9 @@ func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&o.WireDType, "wire-dtype", "f32", "activation type on the wire: f32 or bf16")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", 5*time.Second, "leader election lease: a dead leader is replaced within it")
 	f.StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
+	sd := scheduler.DefaultConfig()
+	f.IntVar(&o.MaxBatchTokens, "max-num-batched-tokens", sd.MaxBatchTokens, "tokens per step, decodes and prefill chunks together (vLLM's --max-num-batched-tokens)")
+	f.IntVar(&o.MaxSeqs, "max-num-seqs", sd.MaxSeqs, "sequences running at once (vLLM's --max-num-seqs)")
 }
 
 func (o *coordinatorOptions) Validate() error {
@@ -110,6 +117,12 @@ func (o *coordinatorOptions) Validate() error {
 	}
 	if o.WireDType != "f32" && o.WireDType != "bf16" {
 		return usagef("--wire-dtype %q: allowed values are f32, bf16", o.WireDType)
+	}
+	if o.MaxBatchTokens < 1 {
+		return usagef("--max-num-batched-tokens must be at least 1, got %d", o.MaxBatchTokens)
+	}
+	if o.MaxSeqs < 1 {
+		return usagef("--max-num-seqs must be at least 1, got %d", o.MaxSeqs)
 	}
 	if o.LeaseTTL < time.Second {
 		return usagef("--lease-ttl %v: etcd leases have a granularity of 1s", o.LeaseTTL)
@@ -162,6 +175,13 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	return cmd
 }
 
+// frontDoor is what serving serves: the control plane's state and the
+// scheduler's Submit.
+type frontDoor struct {
+	*control.Coordinator
+	*scheduler.Service
+}
+
 // Run serves until ctx ends. ready, when set, is called with the API
 // addresses once they listen.
 func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Store, ready func(grpcAddr, httpAddr string)) error {
@@ -188,12 +208,21 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 		cfg.WireDType = pb.DType_DTYPE_BF16
 	}
 	cfg.GRPCAddr, cfg.HTTPAddr = l.GRPC.Addr().String(), l.HTTP.Addr().String()
+	sc := scheduler.DefaultConfig()
+	sc.MaxBatchTokens, sc.MaxSeqs, sc.Log = o.MaxBatchTokens, o.MaxSeqs, log
+	sched, err := scheduler.New(sc)
+	if err != nil {
+		l.Close()
+		return usagef("%v", err)
+	}
+	cfg.Lead = sched
 	c, err := control.Start(ctx, cfg)
 	if err != nil {
 		l.Close()
 		return err
 	}
-	srv := serving.Serve(l, c)
+	sched.SetHealth(c.Health)
+	srv := serving.Serve(l, frontDoor{c, sched})
 	if ready != nil {
 		ready(cfg.GRPCAddr, cfg.HTTPAddr)
 	} else {

@@ -33,7 +33,9 @@ type generateOptions struct {
 }
 
 // Complete fills sampling parameters the user did not set with Qwen3's
-// recommended defaults for the chosen mode.
+// recommended defaults for the chosen mode; without --seed the seed is
+// random (as vLLM and OpenAI draw fresh randomness for an unseeded
+// request), with it exactly the value given.
 func (o *generateOptions) Complete() {
 	def := sampling.ThinkingDefaults()
 	if !o.EnableThinking {
@@ -51,11 +53,15 @@ func (o *generateOptions) Complete() {
 	set("top-p", &o.Params.TopP, def.TopP)
 	set("min-p", &o.Params.MinP, def.MinP)
 	set("presence-penalty", &o.Params.PresencePenalty, def.PresencePenalty)
+	set("frequency-penalty", &o.Params.FrequencyPenalty, def.FrequencyPenalty)
 	set("repetition-penalty", &o.Params.RepetitionPenalty, def.RepetitionPenalty)
 	if !o.changed("top-k") {
 		o.Params.TopK = def.TopK
 	}
 	o.Params.Seed = o.Seed
+	if !o.changed("seed") {
+		o.Params.Seed = sampling.RandomSeed()
+	}
 }
 
 func (o *generateOptions) Validate() error {
@@ -92,13 +98,14 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 	f.StringVar(&o.System, "system", "", "an optional system message")
 	f.IntVar(&o.MaxTokens, "max-tokens", 256, "maximum number of generated tokens")
 	f.BoolVar(&o.EnableThinking, "enable-thinking", true, "let the model think inside <think>…</think> before answering")
-	f.Uint64Var(&o.Seed, "seed", 0, "sampling seed")
+	f.Uint64Var(&o.Seed, "seed", 0, "sampling seed (default: a random one per run)")
 	f.BoolVar(&o.Greedy, "greedy", false, "greedy decoding (discouraged in thinking mode)")
-	f.Float32Var(&o.Params.Temperature, "temperature", 0, "sampling temperature (0 = greedy); default per mode: 0.6 thinking, 0.7 otherwise")
+	f.Float32Var(&o.Params.Temperature, "temperature", 0, "sampling temperature (below 1e-5 = greedy); default per mode: 0.6 thinking, 0.7 otherwise")
 	f.Float32Var(&o.Params.TopP, "top-p", 0, "nucleus sampling; default per mode: 0.95 thinking, 0.8 otherwise")
-	f.IntVar(&o.Params.TopK, "top-k", 0, "keep the k most likely tokens (0 = off); default 20")
+	f.IntVar(&o.Params.TopK, "top-k", 0, "keep the k most likely tokens and those tied with the k-th (0 or -1 = off); default 20")
 	f.Float32Var(&o.Params.MinP, "min-p", 0, "drop tokens below min-p × the top probability; default 0")
 	f.Float32Var(&o.Params.PresencePenalty, "presence-penalty", 0, "subtract from the logit of every token generated so far")
+	f.Float32Var(&o.Params.FrequencyPenalty, "frequency-penalty", 0, "subtract this times its count from the logit of every token generated so far")
 	f.Float32Var(&o.Params.RepetitionPenalty, "repetition-penalty", 1, "divide positive (multiply negative) logits of tokens seen so far")
 	f.StringVar(&o.Server, "server", "", "generate through a running cluster's gRPC API at this address (see moemesh local)")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --server: deadline of the whole generation")

@@ -25,7 +25,7 @@ func (o *generateOptions) runRemote(ctx context.Context, s IOStreams) error {
 		Prompt: o.Prompt, ChatTemplate: true, EnableThinking: o.EnableThinking, MaxTokens: uint32(o.MaxTokens),
 		Sampling: &infpb.SamplingParams{
 			Temperature: &p.Temperature, TopK: ptr(int32(p.TopK)), TopP: &p.TopP, MinP: &p.MinP,
-			PresencePenalty: &p.PresencePenalty, RepetitionPenalty: &p.RepetitionPenalty, Seed: &p.Seed,
+			PresencePenalty: &p.PresencePenalty, FrequencyPenalty: &p.FrequencyPenalty, RepetitionPenalty: &p.RepetitionPenalty, Seed: &p.Seed,
 		},
 	}
 	if o.System != "" {

@@ -35,11 +35,15 @@ func newTemplateCmd(s IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "template",
 		Short: "Render chats into prompts with the model's chat template",
-		Long: `Read {"messages": [...], "enable_thinking": true|false|null} from stdin and
-write the prompt the model's chat template makes of it. With --jsonl every
-input line is one such object and every output line the prompt as a JSON
-string; without it stdin holds one object and stdout gets the prompt text.
-enable_thinking null or absent leaves the template's default.
+		Long: `Read {"messages": [...], "tools": [...], "enable_thinking": true|false|null}
+from stdin and write the prompt the model's chat template makes of it. With
+--jsonl every input line is one such object and every output line the prompt
+as a JSON string; without it stdin holds one object and stdout gets the prompt
+text. enable_thinking null or absent leaves the template's default; tools
+(optional) are tool definitions, JSON objects, rendered with their keys in the
+order given. Assistant tool_calls may be in OpenAI's shape
+{"id", "type", "function": {"name", "arguments"}} or the bare
+{"name", "arguments"}; arguments an object or a JSON string.
 
 Without --model the embedded Qwen3 template is used.`,
 		Example: `  echo '{"messages":[{"role":"user","content":"Hi"}],"enable_thinking":false}' | moemesh template --jsonl
@@ -114,7 +118,7 @@ func (o *templateOptions) Run() error {
 func (o *templateOptions) render(data []byte) (string, error) {
 	var req chatRequest
 	if err := json.Unmarshal(data, &req); err != nil {
-		return "", fmt.Errorf("want {\"messages\": [...], \"enable_thinking\": ...}: %w", err)
+		return "", fmt.Errorf("want {\"messages\": [...], \"tools\": [...], \"enable_thinking\": ...}: %w", err)
 	}
 	if req.Messages == nil {
 		return "", fmt.Errorf("no messages")

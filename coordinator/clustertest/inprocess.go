@@ -14,6 +14,7 @@ import (
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
 	"github.com/moemesh/moemesh/internal/syncio"
 	"github.com/moemesh/moemesh/membership"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/serving"
 	"github.com/moemesh/moemesh/worker"
 )
@@ -156,12 +157,24 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip, cfg.Log = id, m.st, c.cfg.Model, testGossip(), c.log
 	cfg.Workers, cfg.TP, cfg.KVTokens, cfg.LeaseTTL = c.cfg.Workers, c.cfg.TP, c.cfg.Context, c.cfg.LeaseTTL
 	cfg.GRPCAddr, cfg.HTTPAddr = m.grpc, m.htp
+	sc := scheduler.DefaultConfig()
+	sc.Log = c.log
+	sched, err := scheduler.New(sc)
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	cfg.Lead = sched
 	m.c, err = control.Start(context.Background(), cfg)
 	if err != nil {
 		l.Close()
 		t.Fatal(err)
 	}
-	m.srv = serving.Serve(l, m.c)
+	sched.SetHealth(m.c.Health)
+	m.srv = serving.Serve(l, struct {
+		*control.Coordinator
+		*scheduler.Service
+	}{m.c, sched})
 	t.Cleanup(func() { m.stop(false) })
 	return m
 }

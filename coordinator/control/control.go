@@ -1,14 +1,16 @@
 // Package control is the coordinator's control plane: leader election in
 // etcd, the initial plan, adoption of a running placement after a leader
 // change, failure detection (memberlist events and broken steps) and
-// recovery (fence, re-plan, wait for the workers to load, resubmit). The
-// leader drives the generation loop of package engine; standbys wait.
+// recovery (fence, re-plan, wait for the workers to load). It runs no
+// generation loop itself: while it leads with a serving placement it hands
+// a coordinator.Backend to the Config.Lead hook (the scheduler), and ends
+// that term when leadership is lost; standbys wait.
 //
 // Concurrency: a Coordinator's exported methods are safe for concurrent
-// use. One goroutine runs the leadership loop; the engine's goroutine is
-// the only caller of the Backend methods (Step, Recover); memberlist events
-// arrive on the membership's goroutines and are handed off through a
-// channel.
+// use. One goroutine runs the leadership loop (and calls the Lead hook);
+// the term's own goroutine is the only caller of the Backend methods
+// (Step, Recover); memberlist events arrive on the membership's goroutines
+// and are handed off through a channel.
 package control
 
 import (
@@ -19,8 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/coordinator/agent"
-	"github.com/moemesh/moemesh/coordinator/engine"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/membership"
 	"github.com/moemesh/moemesh/model"
@@ -36,6 +38,25 @@ var (
 	// ErrNoLayout: the live workers cannot hold the model.
 	ErrNoLayout = errors.New("control: no layout fits the live workers")
 )
+
+// Leader is the hook that serves while this coordinator leads: the
+// scheduler.
+type Leader interface {
+	// Lead starts a term on b, once per leadership term, when the first
+	// placement serves. It is called from the leadership goroutine and
+	// must return promptly (the term runs on its own goroutines). The
+	// term is the only caller of b's methods, one at a time, until its
+	// Stop returns.
+	Lead(b coordinator.Backend) Term
+}
+
+// Term is one leadership term's serving.
+type Term interface {
+	// Stop ends the term: its requests fail with cause (ErrNotLeader when
+	// leadership was lost or the coordinator closed). It is called once,
+	// and must not return before the term stopped calling the Backend.
+	Stop(cause error)
+}
 
 // Config configures a Coordinator.
 type Config struct {
@@ -73,7 +94,10 @@ type Config struct {
 	// Gossip configures the coordinator's memberlist node (Name, Role and
 	// OnEvent are set by the coordinator).
 	Gossip membership.Config
-	Log    *slog.Logger
+	// Lead, when set, serves while this coordinator leads (see Leader);
+	// without it the leader keeps the placement but runs no requests.
+	Lead Leader
+	Log  *slog.Logger
 }
 
 // DefaultConfig returns a complete configuration; ID and Store must be set.
@@ -82,7 +106,7 @@ func DefaultConfig() Config {
 		Workers:      1,                     // one worker: the smallest cluster
 		TP:           1,                     // no tensor parallelism unless asked
 		KVTokens:     8192,                  // the single-process default context
-		BlockSize:    16,                    // the engine's KV block size
+		BlockSize:    16,                    // vLLM's default KV block size: little waste per sequence, few table entries
 		WireDType:    pb.DType_DTYPE_F32,    // exact: equal to single-process
 		LeaseTTL:     5 * time.Second,       // failover bound; etcd's minimum useful TTL is a few seconds
 		StepTimeout:  60 * time.Second,      // a long prefill of a large model on CPU
@@ -140,7 +164,7 @@ type Coordinator struct {
 
 	mu     sync.Mutex
 	health Health
-	eng    *engine.Engine
+	term   Term
 	lead   *leading // nil unless leading
 
 	stop    context.CancelFunc
@@ -204,21 +228,6 @@ func (c *Coordinator) setHealth(f func(h *Health)) {
 	c.mu.Lock()
 	f(&c.health)
 	c.mu.Unlock()
-}
-
-// Submit starts a generation on the cluster. It fails with ErrNotLeader on
-// a standby and ErrNotReady before the first placement serves.
-func (c *Coordinator) Submit(ctx context.Context, r engine.Request) (*engine.Stream, error) {
-	c.mu.Lock()
-	eng, role := c.eng, c.health.Role
-	c.mu.Unlock()
-	if role != "leader" {
-		return nil, ErrNotLeader
-	}
-	if eng == nil {
-		return nil, ErrNotReady
-	}
-	return eng.Submit(ctx, r)
 }
 
 // ModelDir is the served checkpoint ("" before the leader read it).

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/moemesh/moemesh/coordinator"
-	"github.com/moemesh/moemesh/coordinator/engine"
 	"github.com/moemesh/moemesh/coordinator/planner"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/model"
@@ -25,7 +24,7 @@ var ErrWorkerLost = errors.New("control: worker lost")
 func modelName(dir string) string { return filepath.Base(filepath.Clean(dir)) }
 
 // leading is the state of a coordinator while it leads. Its Backend
-// methods run on the engine's goroutine; suspect runs on the event loop.
+// methods run on the term's goroutine; suspect runs on the event loop.
 type leading struct {
 	c        *Coordinator
 	l        *store.Leader
@@ -33,7 +32,7 @@ type leading struct {
 	modelDir string
 	cfg      *model.Config
 
-	// Engine goroutine only (and the setup before the engine starts).
+	// Term goroutine only (and the setup before the term starts).
 	rec   *pb.PlacementRecord
 	plan  planner.Plan
 	drv   *coordinator.Driver
@@ -49,7 +48,7 @@ type leading struct {
 	stepCancel context.CancelFunc
 }
 
-var _ engine.Backend = (*leading)(nil)
+var _ coordinator.Backend = (*leading)(nil)
 
 // leadUntilLost runs the leader's work until leadership is lost or ctx ends.
 func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
@@ -71,12 +70,12 @@ func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		eng := c.eng
-		c.eng, c.lead = nil, nil
+		term := c.term
+		c.term, c.lead = nil, nil
 		c.health = Health{Role: "standby", Reason: "lost leadership", Etcd: c.health.Etcd}
 		c.mu.Unlock()
-		if eng != nil {
-			eng.Stop(ErrNotLeader)
+		if term != nil {
+			term.Stop(ErrNotLeader)
 		}
 		if ld.drv != nil {
 			ld.drv.Close()
@@ -90,10 +89,12 @@ func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
 		<-ctx.Done()
 		return
 	}
-	eng := engine.New(ld, c.log)
-	c.mu.Lock()
-	c.eng = eng
-	c.mu.Unlock()
+	if c.cfg.Lead != nil {
+		term := c.cfg.Lead.Lead(ld)
+		c.mu.Lock()
+		c.term = term
+		c.mu.Unlock()
+	}
 	<-ctx.Done()
 }
 
@@ -395,7 +396,7 @@ func (ld *leading) probe(ctx context.Context, addrs []string) []*pb.HealthRespon
 }
 
 // suspect marks a worker reported dead; a step in flight on a placement
-// that includes it is cancelled, and an idle engine is alarmed.
+// that includes it is cancelled, and an idle scheduler is alarmed.
 func (ld *leading) suspect(id string) {
 	ld.mu.Lock()
 	ld.suspects[id] = true
@@ -423,15 +424,19 @@ func (ld *leading) isSuspect(id string) bool {
 	return ld.suspects[id]
 }
 
-// Geometry implements engine.Backend.
-func (ld *leading) Geometry() engine.Geometry {
-	return engine.Geometry{Groups: ld.drv.Layout().DP, KVBlocks: int(ld.rec.KvBlocks), BlockSize: int(ld.rec.KvBlockSize), Vocab: ld.cfg.VocabSize}
+// Geometry implements coordinator.Backend.
+func (ld *leading) Geometry() coordinator.Geometry {
+	return coordinator.Geometry{Groups: ld.drv.Layout().DP, KVBlocks: int(ld.rec.KvBlocks), BlockSize: int(ld.rec.KvBlockSize),
+		Vocab: ld.cfg.VocabSize, Experts: ld.cfg.NumExperts}
 }
 
-// Alarm implements engine.Backend.
+// StepStats implements coordinator.Backend.
+func (ld *leading) StepStats() []*pb.StepStats { return ld.drv.LastStats }
+
+// Alarm implements coordinator.Backend.
 func (ld *leading) Alarm() <-chan error { return ld.alarm }
 
-// Step implements engine.Backend.
+// Step implements coordinator.Backend.
 func (ld *leading) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint64) (map[uint64]*pb.SeqResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -452,7 +457,7 @@ func (ld *leading) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint
 	return ld.drv.Step(ctx, seqs, finished)
 }
 
-// Recover implements engine.Backend: find the dead, fence them, re-plan,
+// Recover implements coordinator.Backend: find the dead, fence them, re-plan,
 // publish the next epoch and wait for it to serve.
 func (ld *leading) Recover(ctx context.Context, cause error) error {
 	start := time.Now()

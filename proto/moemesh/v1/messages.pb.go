@@ -444,28 +444,31 @@ func (x *WorkerExperts) GetExperts() []uint32 {
 	return nil
 }
 
-// Sampling holds the sampling parameters of a sequence. Zero values turn
-// each filter off.
+// Sampling holds the sampling parameters of a sequence (sampling.Params;
+// docs/sampling.md gives the order, vLLM's: repetition, frequency and
+// presence penalties, temperature, min_p, top_k, top_p).
 type Sampling struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// temperature 0 means greedy (argmax).
+	// temperature below 1e-5 means greedy (argmax, ties to the lowest id).
 	Temperature float32 `protobuf:"fixed32,1,opt,name=temperature,proto3" json:"temperature,omitempty"`
-	// top_k 0 means no top-k filter.
+	// top_k keeps the k best tokens and every token tied with the k-th;
+	// 0 or -1 means no top-k filter.
 	TopK int32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
 	// top_p 0 or 1 means no nucleus filter.
 	TopP float32 `protobuf:"fixed32,3,opt,name=top_p,json=topP,proto3" json:"top_p,omitempty"`
 	// min_p 0 means no min-p filter.
 	MinP float32 `protobuf:"fixed32,4,opt,name=min_p,json=minP,proto3" json:"min_p,omitempty"`
-	// presence_penalty is subtracted once from the logit of every token
-	// already present in the sequence.
+	// presence_penalty is subtracted once from the logit of every token the
+	// sequence has generated (not the prompt).
 	PresencePenalty float32 `protobuf:"fixed32,5,opt,name=presence_penalty,json=presencePenalty,proto3" json:"presence_penalty,omitempty"`
-	// repetition_penalty 0 or 1 means none; otherwise positive logits of seen
-	// tokens are divided by it and negative ones multiplied.
+	// repetition_penalty 0 or 1 means none; otherwise positive logits of
+	// tokens in the prompt or the generated tokens are divided by it and
+	// the others multiplied.
 	RepetitionPenalty float32 `protobuf:"fixed32,6,opt,name=repetition_penalty,json=repetitionPenalty,proto3" json:"repetition_penalty,omitempty"`
 	// seed makes sampling reproducible per sequence.
 	Seed uint64 `protobuf:"varint,7,opt,name=seed,proto3" json:"seed,omitempty"`
 	// frequency_penalty times the count of each generated token is
-	// subtracted from its logit.
+	// subtracted from its logit (not for prompt tokens).
 	FrequencyPenalty float32 `protobuf:"fixed32,8,opt,name=frequency_penalty,json=frequencyPenalty,proto3" json:"frequency_penalty,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache

@@ -188,7 +188,9 @@ func (x *GenerateRequest) GetResumeTokenIds() []int32 {
 // SamplingParams holds the sampling parameters. An unset field takes the
 // model's generation_config.json value when it has one (Qwen3: temperature
 // 0.6, top_p 0.95, top_k 20), else the neutral value named on the field.
-// docs/sampling.md gives the order they are applied in (vLLM's).
+// They are applied in vLLM's order: repetition, frequency and presence
+// penalties, temperature (greedy below 1e-5), min_p, top_k, top_p, then
+// the draw; docs/sampling.md defines each step.
 type SamplingParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// temperature divides the logits; below 1e-5 means greedy (argmax).
