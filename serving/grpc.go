@@ -1,178 +1,240 @@
-// Package serving holds the coordinator's front doors: the public gRPC
-// inference service (moemesh.inference.v1), the standard gRPC health
-// service and the HTTP /health endpoint. It turns text into tokens and
-// back and maps the control plane's errors to status codes in one place
-// (errors.go).
 package serving
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
-	"slices"
-	"sync"
+	"unicode/utf8"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
+	"github.com/moemesh/moemesh/chat"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 	"github.com/moemesh/moemesh/sampling"
-	"github.com/moemesh/moemesh/scheduler"
-	"github.com/moemesh/moemesh/tokenizer"
 )
 
-// Backend runs generations: the scheduler (Submit) beside the control
-// plane (the rest).
-type Backend interface {
-	scheduler.Submitter
-	// ModelDir is the served checkpoint (for its tokenizer); "" while
-	// unknown.
-	ModelDir() string
-	// ContextTokens is the KV cache of one sequence's attention group.
-	ContextTokens() int
-}
-
-// Inference implements the public InferenceService.
-type Inference struct {
+// inference implements the public InferenceService; errors become codes
+// in toStatus.
+type inference struct {
 	infpb.UnimplementedInferenceServiceServer
-	b Backend
-
-	mu  sync.Mutex
-	tok *tokenizer.Tokenizer
-	dir string
+	s *Server
 }
 
-var _ infpb.InferenceServiceServer = (*Inference)(nil)
+var _ infpb.InferenceServiceServer = (*inference)(nil)
 
-// NewInference returns the service over b.
-func NewInference(b Backend) *Inference { return &Inference{b: b} }
+func overridesOf(p *infpb.SamplingParams) sampling.Overrides {
+	var o sampling.Overrides
+	if p == nil {
+		return o
+	}
+	o.Temperature, o.TopP, o.MinP = p.Temperature, p.TopP, p.MinP
+	o.PresencePenalty, o.FrequencyPenalty, o.RepetitionPenalty = p.PresencePenalty, p.FrequencyPenalty, p.RepetitionPenalty
+	o.Seed = p.Seed
+	if p.TopK != nil {
+		k := int(*p.TopK)
+		o.TopK = &k
+	}
+	return o
+}
 
-// tokenizer loads the served model's tokenizer once.
-func (s *Inference) tokenizer() (*tokenizer.Tokenizer, error) {
-	dir := s.b.ModelDir()
-	if dir == "" {
-		return nil, fmt.Errorf("%w: no model served yet", ErrUnavailable)
+func logprobSpec(spec *genSpec, lp *uint32) {
+	if lp != nil {
+		spec.logprobs, spec.topLogprobs = true, int(*lp)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tok != nil && s.dir == dir {
-		return s.tok, nil
+}
+
+func pbLogprobs(lps []logprob) []*infpb.TokenLogprob {
+	out := make([]*infpb.TokenLogprob, len(lps))
+	for i, l := range lps {
+		out[i] = &infpb.TokenLogprob{TokenId: l.id, Token: l.text, Logprob: l.lp, Forced: l.forced}
+		for _, t := range l.top {
+			out[i].Top = append(out[i].Top, &infpb.TopLogprob{TokenId: t.id, Token: t.text, Logprob: t.lp})
+		}
 	}
-	t, err := tokenizer.Load(dir)
-	if err != nil {
-		return nil, err
-	}
-	s.tok, s.dir = t, dir
-	return t, nil
+	return out
 }
 
 // Generate implements InferenceService.
-func (s *Inference) Generate(req *infpb.GenerateRequest, srv infpb.InferenceService_GenerateServer) error {
+func (x *inference) Generate(req *infpb.GenerateRequest, srv infpb.InferenceService_GenerateServer) error {
 	ctx := srv.Context()
-	tok, err := s.tokenizer()
+	m, err := x.s.models.get(req.Model)
 	if err != nil {
 		return toStatus(err)
 	}
-	prompt := req.PromptTokenIds
-	if len(prompt) == 0 {
+	spec := genSpec{prompt: req.PromptTokenIds, maxTokens: int64(req.MaxTokens), sampling: overridesOf(req.Sampling),
+		stop: req.Stop, stopIDs: req.StopTokenIds, ignoreEOS: req.IgnoreEos, resume: req.ResumeTokenIds}
+	logprobSpec(&spec, req.Logprobs)
+	if len(spec.prompt) == 0 {
 		if req.Prompt == "" {
-			return status.Error(codes.InvalidArgument, "serving: prompt and prompt_token_ids are both empty")
+			return toStatus(fmt.Errorf("%w: prompt and prompt_token_ids are both empty", ErrInvalid))
 		}
-		text := req.Prompt
 		if req.ChatTemplate {
 			thinking := req.EnableThinking
-			text, err = tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: req.Prompt}},
-				tokenizer.TemplateOptions{AddGenerationPrompt: true, EnableThinking: &thinking})
+			p, err := conversation(m, []chat.Message{{Role: "user", Content: req.Prompt}}, nil, &thinking, true)
 			if err != nil {
-				return status.Errorf(codes.InvalidArgument, "serving: chat template: %v", err)
+				return toStatus(err)
 			}
-		}
-		for _, id := range tok.Encode(text) {
-			prompt = append(prompt, int32(id))
-		}
-	}
-	params, err := samplingParams(req.Sampling)
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "serving: %v", err)
-	}
-	ctxTokens := s.b.ContextTokens()
-	if ctxTokens > 0 && len(prompt) >= ctxTokens {
-		return status.Errorf(codes.InvalidArgument, "serving: the prompt has %d tokens, the context holds %d", len(prompt), ctxTokens)
-	}
-	maxTokens := int(req.MaxTokens)
-	if limit := ctxTokens - len(prompt); maxTokens == 0 || (ctxTokens > 0 && maxTokens > limit) {
-		if req.MaxTokens > 0 && ctxTokens > 0 && maxTokens > limit {
-			return status.Errorf(codes.InvalidArgument, "serving: %d prompt tokens + max_tokens %d exceed the context of %d", len(prompt), maxTokens, ctxTokens)
-		}
-		maxTokens = limit
-	}
-	var stop []int32
-	if !req.IgnoreEos {
-		for _, id := range tok.EOSIDs() {
-			stop = append(stop, int32(id))
+			spec.prompt = p.IDs
+		} else {
+			spec.prompt = encode(m, req.Prompt)
 		}
 	}
-	st, err := s.b.Submit(ctx, scheduler.Request{Prompt: prompt, MaxTokens: maxTokens, Params: params, Stop: stop})
+	g, err := x.s.startGeneration(ctx, m, spec)
 	if err != nil {
 		return toStatus(err)
 	}
-	dec := tok.NewStreamDecoder()
-	completion := 0
+	defer g.close()
 	for {
-		toks, done, finish, err := st.Next(ctx)
+		p, err := g.next(ctx)
 		if err != nil {
 			return toStatus(err)
 		}
-		ids := make([]int32, len(toks))
-		for i, t := range toks {
-			ids[i] = t.ID
+		resp := &infpb.GenerateResponse{TokenIds: ids(p), Text: p.text, FinishReason: p.finish}
+		if spec.logprobs {
+			resp.Logprobs = pbLogprobs(logprobs(m.tok, p.toks))
 		}
-		completion += len(ids)
-		resp := &infpb.GenerateResponse{TokenIds: ids}
-		for _, id := range ids {
-			if !slices.Contains(stop, id) {
-				resp.Text += dec.Push(int(id))
-			}
-		}
-		if done {
-			resp.Text += dec.Flush()
-			resp.FinishReason = finish
-			resp.Usage = &infpb.Usage{PromptTokens: uint32(len(prompt)), CompletionTokens: uint32(completion)}
+		if p.finish != "" {
+			resp.Usage = &infpb.Usage{PromptTokens: uint32(g.usage.prompt), CompletionTokens: uint32(g.usage.completion)}
 		}
 		if err := srv.Send(resp); err != nil {
 			return err
 		}
-		if done {
+		if p.finish != "" {
 			return nil
 		}
 	}
 }
 
-// samplingParams converts the request's parameters; unset fields are
-// greedy (temperature) or off (filters and penalties).
-func samplingParams(p *infpb.SamplingParams) (sampling.Params, error) {
-	out := sampling.Greedy()
-	if p == nil {
-		return out, nil
+// chatMessages converts the proto messages.
+func chatMessages(in []*infpb.ChatMessage) []chat.Message {
+	out := make([]chat.Message, len(in))
+	for i, m := range in {
+		out[i] = chat.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent, ToolCallID: m.ToolCallId, Name: m.Name}
+		for _, tc := range m.ToolCalls {
+			out[i].ToolCalls = append(out[i].ToolCalls, chat.ToolCall{ID: tc.Id, Name: tc.Name, Arguments: tc.Arguments})
+		}
 	}
-	if p.Temperature != nil {
-		out.Temperature = *p.Temperature
+	return out
+}
+
+func rawTools(in []string) []json.RawMessage {
+	out := make([]json.RawMessage, len(in))
+	for i, t := range in {
+		out[i] = json.RawMessage(t)
 	}
-	if p.TopK != nil {
-		out.TopK = int(*p.TopK)
+	return out
+}
+
+// Chat implements InferenceService.
+func (x *inference) Chat(req *infpb.ChatRequest, srv infpb.InferenceService_ChatServer) error {
+	ctx := srv.Context()
+	m, err := x.s.models.get(req.Model)
+	if err != nil {
+		return toStatus(err)
 	}
-	if p.TopP != nil {
-		out.TopP = *p.TopP
+	p, err := conversation(m, chatMessages(req.Messages), rawTools(req.Tools), req.EnableThinking, true)
+	if err != nil {
+		return toStatus(err)
 	}
-	if p.MinP != nil {
-		out.MinP = *p.MinP
+	spec := genSpec{prompt: p.IDs, maxTokens: int64(req.MaxTokens), sampling: overridesOf(req.Sampling), stop: req.Stop,
+		stopIDs: req.StopTokenIds, ignoreEOS: req.IgnoreEos, resume: req.ResumeTokenIds, chat: true, thinking: p.Thinking}
+	if req.ThinkingBudget != nil {
+		b := int64(*req.ThinkingBudget)
+		spec.budget = &b
 	}
-	if p.PresencePenalty != nil {
-		out.PresencePenalty = *p.PresencePenalty
+	logprobSpec(&spec, req.Logprobs)
+	g, err := x.s.startGeneration(ctx, m, spec)
+	if err != nil {
+		return toStatus(err)
 	}
-	if p.RepetitionPenalty != nil {
-		out.RepetitionPenalty = *p.RepetitionPenalty
+	defer g.close()
+	for {
+		pc, err := g.next(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		resp := &infpb.ChatResponse{TokenIds: ids(pc), Content: pc.text, ReasoningContent: pc.reasoning, FinishReason: pc.finish}
+		for _, c := range pc.calls {
+			resp.ToolCalls = append(resp.ToolCalls, &infpb.ToolCall{Id: c.ID, Type: "function", Name: c.Name, Arguments: c.Arguments, Index: uint32(g.calls)})
+			g.calls++
+		}
+		if spec.logprobs {
+			resp.Logprobs = pbLogprobs(logprobs(m.tok, pc.toks))
+		}
+		if pc.finish != "" {
+			resp.Usage = &infpb.Usage{PromptTokens: uint32(g.usage.prompt), CompletionTokens: uint32(g.usage.completion), ReasoningTokens: uint32(g.usage.reasoning)}
+		}
+		if err := srv.Send(resp); err != nil {
+			return err
+		}
+		if pc.finish != "" {
+			return nil
+		}
 	}
-	if p.Seed != nil {
-		out.Seed = *p.Seed
+}
+
+func ids(p piece) []int32 {
+	out := make([]int32, len(p.toks))
+	for i, t := range p.toks {
+		out[i] = t.ID
 	}
-	return out, out.Validate()
+	return out
+}
+
+func encode(m *served, text string) []int32 {
+	v := m.tok.Encode(text)
+	out := make([]int32, len(v))
+	for i, id := range v {
+		out[i] = int32(id)
+	}
+	return out
+}
+
+// Tokenize implements InferenceService.
+func (x *inference) Tokenize(ctx context.Context, req *infpb.TokenizeRequest) (*infpb.TokenizeResponse, error) {
+	m, err := x.s.models.get(req.Model)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &infpb.TokenizeResponse{MaxModelLen: uint32(m.ctxTokens)}
+	switch {
+	case len(req.Messages) > 0:
+		gen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
+		p, err := conversation(m, chatMessages(req.Messages), rawTools(req.Tools), req.EnableThinking, gen)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.TokenIds, resp.Prompt = p.IDs, p.Text
+	case req.Prompt != "":
+		if !utf8.ValidString(req.Prompt) {
+			return nil, toStatus(fmt.Errorf("%w: prompt is not valid UTF-8", ErrInvalid))
+		}
+		resp.TokenIds, resp.Prompt = encode(m, req.Prompt), req.Prompt
+	default:
+		return nil, toStatus(fmt.Errorf("%w: set prompt or messages", ErrInvalid))
+	}
+	return resp, nil
+}
+
+// Detokenize implements InferenceService.
+func (x *inference) Detokenize(ctx context.Context, req *infpb.DetokenizeRequest) (*infpb.DetokenizeResponse, error) {
+	m, err := x.s.models.get(req.Model)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkIDs(m.tok, req.TokenIds); err != nil {
+		return nil, toStatus(fmt.Errorf("%w: token_ids: %w", ErrInvalid, err))
+	}
+	v := make([]int, len(req.TokenIds))
+	for i, id := range req.TokenIds {
+		v[i] = int(id)
+	}
+	return &infpb.DetokenizeResponse{Text: m.tok.Decode(v)}, nil
+}
+
+// ListModels implements InferenceService.
+func (x *inference) ListModels(ctx context.Context, req *infpb.ListModelsRequest) (*infpb.ListModelsResponse, error) {
+	m, err := x.s.models.get("")
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &infpb.ListModelsResponse{Models: []*infpb.Model{{Id: m.name, MaxModelLen: uint32(m.ctxTokens), Created: m.created, OwnedBy: "moemesh"}}}, nil
 }

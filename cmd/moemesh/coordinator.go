@@ -81,6 +81,8 @@ type coordinatorOptions struct {
 	// MaxBatchTokens and MaxSeqs are the scheduler's per-step limits.
 	MaxBatchTokens int
 	MaxSeqs        int
+	// Serving are the front doors' settings (names, keys, TLS, limits).
+	Serving serving.Config
 }
 
 func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
@@ -100,6 +102,14 @@ func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
 	sd := scheduler.DefaultConfig()
 	f.IntVar(&o.MaxBatchTokens, "max-num-batched-tokens", sd.MaxBatchTokens, "tokens per step, decodes and prefill chunks together (vLLM's --max-num-batched-tokens)")
 	f.IntVar(&o.MaxSeqs, "max-num-seqs", sd.MaxSeqs, "sequences running at once (vLLM's --max-num-seqs)")
+	o.Serving = serving.DefaultConfig()
+	f.StringVar(&o.Serving.ModelName, "served-model-name", "", "model name the APIs answer to (default: the model directory's base name)")
+	f.StringVar(&o.Serving.APIKeyFile, "api-key-file", "", "file of accepted API keys, one a line; keys are also read from $MOEMESH_API_KEY (comma-separated); none: no authentication")
+	f.StringVar(&o.Serving.TLSCertFile, "tls-cert", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
+	f.StringVar(&o.Serving.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.Int64Var(&o.Serving.MaxBodyBytes, "max-request-bytes", o.Serving.MaxBodyBytes, "largest HTTP request body and gRPC message")
+	f.IntVar(&o.Serving.MaxPromptTokens, "max-prompt-tokens", 0, "largest prompt in tokens (0: the context bounds it)")
+	f.IntVar(&o.Serving.MaxStreamsPerKey, "max-streams-per-key", 0, "generations running at once per API key, server-wide without keys (0: no bound)")
 }
 
 func (o *coordinatorOptions) Validate() error {
@@ -175,13 +185,6 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	return cmd
 }
 
-// frontDoor is what serving serves: the control plane's state and the
-// scheduler's Submit.
-type frontDoor struct {
-	*control.Coordinator
-	*scheduler.Service
-}
-
 // Run serves until ctx ends. ready, when set, is called with the API
 // addresses once they listen.
 func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Store, ready func(grpcAddr, httpAddr string)) error {
@@ -210,6 +213,8 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 	cfg.GRPCAddr, cfg.HTTPAddr = l.GRPC.Addr().String(), l.HTTP.Addr().String()
 	sc := scheduler.DefaultConfig()
 	sc.MaxBatchTokens, sc.MaxSeqs, sc.Log = o.MaxBatchTokens, o.MaxSeqs, log
+	metrics := serving.NewMetrics(nil)
+	sc.Observer = metrics
 	sched, err := scheduler.New(sc)
 	if err != nil {
 		l.Close()
@@ -222,7 +227,18 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 		return err
 	}
 	sched.SetHealth(c.Health)
-	srv := serving.Serve(l, frontDoor{c, sched})
+	scfg := o.Serving
+	if scfg.MaxBodyBytes == 0 { // options built without AddFlags
+		scfg = serving.DefaultConfig()
+	}
+	scfg.Log = log
+	srv, err := serving.New(scfg, serving.Deps{Submitter: sched, Model: c, Health: c, Metrics: metrics})
+	if err != nil {
+		c.Close()
+		l.Close()
+		return usagef("%v", err)
+	}
+	srv.Serve(l)
 	if ready != nil {
 		ready(cfg.GRPCAddr, cfg.HTTPAddr)
 	} else {
