@@ -67,6 +67,10 @@ type Stats struct {
 	PromptTokens, GenerationTokens int
 	// Preemptions happened before this step.
 	Preemptions int
+	// Queues marks a report of a change of the queues without a step (a
+	// request cancelled while nothing else runs): only Running, Waiting
+	// and KVUsage are set.
+	Queues bool
 	// Duration is the step's wall time at the scheduler.
 	Duration time.Duration
 	// WorkerTime is each worker's wall time for the step, by worker index.

@@ -330,6 +330,12 @@ func (st *state) advance(w work, res map[uint64]*pb.SeqResult) int {
 
 // dropCancelled ends the sequences whose request context ended.
 func (st *state) dropCancelled() {
+	before := len(st.running) + len(st.waiting)
+	defer func() {
+		if len(st.running)+len(st.waiting) != before {
+			st.t.observeQueues(st)
+		}
+	}()
 	st.running = slices.DeleteFunc(st.running, func(q *seq) bool {
 		if err := q.st.ctx.Err(); err != nil {
 			st.free(q)
@@ -372,12 +378,18 @@ func (s *stream) isDone() bool {
 	return s.done
 }
 
-// observe reports a step to the Observer.
-func (t *term) observe(st *state, s Stats) {
-	o := t.cfg.Observer
-	if o == nil {
+// observeQueues reports the queues after a change that no step follows.
+func (t *term) observeQueues(st *state) {
+	if t.cfg.Observer == nil {
 		return
 	}
+	s := Stats{Queues: true}
+	t.queueStats(st, &s)
+	t.cfg.Observer.Step(s)
+}
+
+// queueStats fills the queue lengths and the KV usage.
+func (t *term) queueStats(st *state, s *Stats) {
 	s.Running, s.Waiting = len(st.running), len(st.waiting)
 	used, total := 0, 0
 	for _, p := range st.pools {
@@ -387,6 +399,15 @@ func (t *term) observe(st *state, s Stats) {
 	if total > 0 {
 		s.KVUsage = float64(used) / float64(total)
 	}
+}
+
+// observe reports a step to the Observer.
+func (t *term) observe(st *state, s Stats) {
+	o := t.cfg.Observer
+	if o == nil {
+		return
+	}
+	t.queueStats(st, &s)
 	ws := t.b.StepStats()
 	for _, w := range ws {
 		s.WorkerTime = append(s.WorkerTime, time.Duration(w.GetWallUs())*time.Microsecond)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/moemesh/moemesh/scheduler"
 )
@@ -46,7 +47,12 @@ var (
 // NewMetrics registers the metrics on reg (nil: a new private registry).
 func NewMetrics(reg *prometheus.Registry) *Metrics {
 	if reg == nil {
+		// A private registry with the Go runtime's and the process's
+		// collectors, as the default one has (go_goroutines and
+		// process_resident_memory_bytes are what operators watch for
+		// leaks).
 		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m := &Metrics{reg: reg}
 	m.model.Store("")
@@ -108,6 +114,9 @@ func (m *Metrics) Step(s scheduler.Stats) {
 	m.running.WithLabelValues(n).Set(float64(s.Running))
 	m.waiting.WithLabelValues(n).Set(float64(s.Waiting))
 	m.kvUsage.WithLabelValues(n).Set(s.KVUsage)
+	if s.Queues {
+		return
+	}
 	m.promptTokens.WithLabelValues(n).Add(float64(s.PromptTokens))
 	m.genTokens.WithLabelValues(n).Add(float64(s.GenerationTokens))
 	m.preemptions.WithLabelValues(n).Add(float64(s.Preemptions))
