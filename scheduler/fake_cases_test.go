@@ -75,7 +75,9 @@ func TestChunkedAndPreempted(t *testing.T) {
 			g.KVBlocks = tc.blocks
 			rec := &recorder{}
 			cfg := scheduler.Config{MaxBatchTokens: tc.tokens, MaxSeqs: tc.seqs, Observer: rec}
-			got := run(t, start(t, newFake(g), cfg), reqs)
+			f := newFake(g)
+			f.hold = make(chan struct{})
+			got := run(t, &holdUntil{Submitter: start(t, f, cfg), f: f, n: len(reqs)}, reqs)
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
@@ -333,5 +335,50 @@ func TestAlarmRecovers(t *testing.T) {
 	}
 	if got := run(t, s, fakeRequests(3)); len(got[2]) == 0 {
 		t.Errorf("no tokens after the recovery")
+	}
+}
+
+// TestCancelReportsQueues: a request cancelled while nothing else runs is
+// reported to the Observer (no step follows it), so running-request
+// gauges do not stay stale.
+func TestCancelReportsQueues(t *testing.T) {
+	f := newFake(coordinator.Geometry{Groups: 1, KVBlocks: 8, BlockSize: 4, Vocab: 1000})
+	f.gate = make(chan struct{})
+	rec := &recorder{}
+	s := start(t, f, scheduler.Config{MaxBatchTokens: 64, MaxSeqs: 8, Observer: rec})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, err := s.Submit(ctx, scheduler.Request{Prompt: []int32{1, 2, 3}, MaxTokens: 100, Params: sampling.Greedy()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gate <- struct{}{}
+	if _, _, _, err := a.Next(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // let a step in flight finish, whether or not one is
+		select {
+		case f.gate <- struct{}{}:
+		case <-stop:
+		}
+	}()
+	if _, _, err := collect(t, a); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled stream: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec.mu.Lock()
+		last := rec.steps[len(rec.steps)-1]
+		rec.mu.Unlock()
+		if last.Queues && last.Running == 0 && last.Waiting == 0 && last.KVUsage == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("last report %+v; want the empty queues reported", last)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

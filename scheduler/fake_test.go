@@ -41,6 +41,29 @@ type fakeCluster struct {
 	groups   map[uint64]int // last group of each sequence
 	// gate, when set, admits one step per value received.
 	gate chan struct{}
+	// hold, when set, keeps the steps waiting until it is closed.
+	hold chan struct{}
+}
+
+// holdUntil is a Submitter that closes f.hold once n requests are queued,
+// so that every request is waiting before the first step runs and the
+// schedule does not depend on how fast the submitters are.
+type holdUntil struct {
+	scheduler.Submitter
+	f    *fakeCluster
+	n    int
+	mu   sync.Mutex
+	seen int
+}
+
+func (h *holdUntil) Submit(ctx context.Context, r scheduler.Request) (scheduler.Stream, error) {
+	s, err := h.Submitter.Submit(ctx, r)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.seen++; h.seen == h.n {
+		close(h.f.hold)
+	}
+	return s, err
 }
 
 func newFake(geo coordinator.Geometry, failAt ...int) *fakeCluster {
@@ -84,6 +107,13 @@ func (f *fakeCluster) StepStats() []*pb.StepStats {
 }
 
 func (f *fakeCluster) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint64) (map[uint64]*pb.SeqResult, error) {
+	if f.hold != nil {
+		select {
+		case <-f.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if f.gate != nil {
 		select {
 		case <-f.gate:
