@@ -20,6 +20,7 @@ import (
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sharding"
 	"github.com/moemesh/moemesh/worker"
 )
@@ -36,7 +37,7 @@ func checkLeaks(t *testing.T) {
 type cluster struct {
 	servers []*worker.Server
 	driver  *coordinator.Driver
-	pool    model.Allocator
+	pool    scheduler.Allocator
 	place   *sharding.Placement
 	layers  []*sharding.Placement // per-layer placements, when used
 	layout  sharding.Layout
@@ -124,7 +125,7 @@ func newCluster(t *testing.T, dir string, cc clusterConfig) *cluster {
 		t.Fatal(err)
 	}
 	c.driver = d
-	c.pool = d.NewPools(blockSize, kvBlocks)
+	c.pool = scheduler.DriverPools(d, blockSize, kvBlocks)
 	return c
 }
 
@@ -139,11 +140,11 @@ func openLocal(t *testing.T, dir string) *model.Model {
 }
 
 // batch builds three sequences of lengths 1, 7 and 13 with tokens below vocab.
-func batch(t *testing.T, pool model.Allocator, vocab int) []model.SeqInput {
+func batch(t *testing.T, pool scheduler.Allocator, vocab int) []model.SeqInput {
 	t.Helper()
 	var in []model.SeqInput
 	for i, n := range []int{1, 7, 13} {
-		s := &model.Seq{ID: uint64(i)}
+		s := &scheduler.Seq{ID: uint64(i)}
 		if err := pool.Reserve(s, n); err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +191,7 @@ func TestDistributedEqualsLocal(t *testing.T) {
 	checkLeaks(t)
 	for _, dir := range testModels(t) {
 		local := openLocal(t, dir)
-		lpool := local.NewBlockPool()
+		lpool := scheduler.ModelPools(local)
 		want, err := local.Forward(context.Background(), batch(t, lpool, local.Cfg.VocabSize))
 		if err != nil {
 			t.Fatal(err)
@@ -224,21 +225,21 @@ func TestDistributedGreedyGeneration(t *testing.T) {
 	checkLeaks(t)
 	dir := testModels(t)[2]
 	local := openLocal(t, dir)
-	reqs := func() []model.Request {
-		var rs []model.Request
+	reqs := func() []scheduler.GenerateRequest {
+		var rs []scheduler.GenerateRequest
 		for i, p := range [][]int32{{1, 2, 3}, {100, 200, 300, 400, 500}} {
 			s, _ := sampling.New(sampling.Greedy())
 			_ = i
-			rs = append(rs, model.Request{Prompt: p, MaxTokens: 32, Sampler: s})
+			rs = append(rs, scheduler.GenerateRequest{Prompt: p, MaxTokens: 32, Sampler: s})
 		}
 		return rs
 	}
-	want, err := model.Generate(context.Background(), local, local.NewBlockPool(), reqs(), nil)
+	want, err := scheduler.Generate(context.Background(), local, scheduler.ModelPools(local), reqs(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newCluster(t, dir, clusterConfig{workers: 4, tp: 2, replicas: 3})
-	got, err := model.Generate(context.Background(), c.driver, c.pool, reqs(), nil)
+	got, err := scheduler.Generate(context.Background(), c.driver, c.pool, reqs(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,8 +282,8 @@ func TestDistributedSampledGeneration(t *testing.T) {
 	checkLeaks(t)
 	dir := testModels(t)[2]
 	local := openLocal(t, dir)
-	reqs := func() []model.Request {
-		var rs []model.Request
+	reqs := func() []scheduler.GenerateRequest {
+		var rs []scheduler.GenerateRequest
 		for i, p := range [][]int32{{1, 2, 3}, {100, 200, 300, 400, 500}, {7}} {
 			params := sampling.ThinkingDefaults()
 			params.Seed = uint64(11 + i)
@@ -291,17 +292,17 @@ func TestDistributedSampledGeneration(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rs = append(rs, model.Request{Prompt: p, MaxTokens: 24 + 4*i, Sampler: s})
+			rs = append(rs, scheduler.GenerateRequest{Prompt: p, MaxTokens: 24 + 4*i, Sampler: s})
 		}
 		return rs
 	}
-	want, err := model.Generate(context.Background(), local, local.NewBlockPool(), reqs(), nil)
+	want, err := scheduler.Generate(context.Background(), local, scheduler.ModelPools(local), reqs(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newCluster(t, dir, clusterConfig{workers: 4, tp: 2, replicas: 2})
 	for round := range 2 {
-		got, err := model.Generate(context.Background(), c.driver, c.pool, reqs(), nil)
+		got, err := scheduler.Generate(context.Background(), c.driver, c.pool, reqs(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,7 +321,7 @@ func TestPerLayerPlacement(t *testing.T) {
 	checkLeaks(t)
 	for _, dir := range testModels(t)[1:] {
 		local := openLocal(t, dir)
-		want, err := local.Forward(context.Background(), batch(t, local.NewBlockPool(), local.Cfg.VocabSize))
+		want, err := local.Forward(context.Background(), batch(t, scheduler.ModelPools(local), local.Cfg.VocabSize))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,8 @@ import (
 var ErrStep = errors.New("coordinator: step failed")
 
 // Driver sends steps to a fixed set of workers. It implements
-// model.Stepper, so model.Generate runs unchanged on a cluster.
+// model.Stepper (and the scheduler's SamplingStepper), so the scheduler's
+// one-shot Generate runs unchanged on a cluster.
 //
 // A Driver is not safe for concurrent use: steps are issued one at a time.
 type Driver struct {
@@ -43,7 +44,7 @@ type Driver struct {
 	released []uint64 // sent with the next step
 }
 
-var _ model.SamplingStepper = (*Driver)(nil)
+var _ model.Stepper = (*Driver)(nil)
 
 // Dial connects to the workers at addrs (index = worker id).
 func Dial(addrs []string) (*Driver, error) {
@@ -233,15 +234,19 @@ func (d *Driver) all(ctx context.Context, f func(ctx context.Context, w int) err
 }
 
 // Group returns the attention group that serves sequence id on the
-// Forward and ForwardSample path (and NewPools): id mod DP. Step leaves
-// the choice to its caller (the scheduler picks groups by load).
+// Forward and ForwardSample path: id mod DP. A caller of those keeps one
+// KV block pool per group and takes sequence id's blocks from group
+// Group(id) (scheduler.DriverPools). Step leaves the choice to its caller
+// (the scheduler picks groups by load).
 func (d *Driver) Group(id uint64) int { return int(id % uint64(d.layout.DP)) }
 
-// Release implements model.SamplingStepper.
+// Release marks sequences as ended: the workers drop their sampler state
+// with the next step (scheduler.SamplingStepper).
 func (d *Driver) Release(ids []uint64) { d.released = append(d.released, ids...) }
 
-// ForwardSample implements model.SamplingStepper: rank 0 of each group
-// samples its sequences and only token ids come back.
+// ForwardSample runs one step like Forward, but rank 0 of each group
+// samples its sequences with params and only token ids come back
+// (scheduler.SamplingStepper).
 func (d *Driver) ForwardSample(ctx context.Context, seqs []model.SeqInput, params []sampling.Params) ([]int32, error) {
 	if len(params) != len(seqs) {
 		return nil, fmt.Errorf("coordinator: %d sampling parameter sets for %d sequences", len(params), len(seqs))
@@ -343,23 +348,3 @@ func (d *Driver) run(ctx context.Context, req *pb.StepRequest) (map[uint64]*pb.S
 
 	return byID, nil
 }
-
-// NewPools returns a block allocator with one pool of blocks blocks per
-// attention group: every group has its own KV storage, so block ids only
-// need to be unique inside a group and the cluster holds D times as many
-// sequences as one pool would allow.
-func (d *Driver) NewPools(blockSize, blocks int) model.Allocator {
-	g := &groupPools{group: d.Group}
-	for range d.layout.DP {
-		g.pools = append(g.pools, model.NewBlockPool(blockSize, blocks))
-	}
-	return g
-}
-
-type groupPools struct {
-	pools []*model.BlockPool
-	group func(uint64) int
-}
-
-func (g *groupPools) Reserve(s *model.Seq, n int) error { return g.pools[g.group(s.ID)].Reserve(s, n) }
-func (g *groupPools) Release(s *model.Seq)              { g.pools[g.group(s.ID)].Release(s) }

@@ -54,10 +54,10 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	pool := model.NewBlockPool(16, 16)
-	seq := &model.Seq{ID: 1}
-	_ = pool.Reserve(seq, 3)
-	rows, err := d.Forward(ctx, []model.SeqInput{{ID: seq.ID, Tokens: []int32{1, 2, 3}, Blocks: seq.Blocks}})
+	// Sequence 1 is served by attention group 1 mod 1 = 0; block 0 of that
+	// group's KV cache holds its positions [0, 3) (the scheduler's block
+	// pools hand blocks out in serving).
+	rows, err := d.Forward(ctx, []model.SeqInput{{ID: 1, Tokens: []int32{1, 2, 3}, Blocks: []int32{0}}})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -7,6 +7,7 @@ import (
 	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sharding"
 	"github.com/moemesh/moemesh/worker"
 )
@@ -36,7 +37,7 @@ func TestMoETraffic(t *testing.T) {
 		local := openLocal(t, trafficDir)
 		rec := &recordingFFN{m: local, routes: map[int]model.Routing{}}
 		local.FFN = rec
-		in := batch(t, local.NewBlockPool(), local.Cfg.VocabSize)
+		in := batch(t, scheduler.ModelPools(local), local.Cfg.VocabSize)
 		if _, err := local.Forward(context.Background(), in); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func TestBF16Wire(t *testing.T) {
 	checkLeaks(t)
 	dir := testModels(t)[2]
 	local := openLocal(t, dir)
-	want, err := local.Forward(context.Background(), batch(t, local.NewBlockPool(), local.Cfg.VocabSize))
+	want, err := local.Forward(context.Background(), batch(t, scheduler.ModelPools(local), local.Cfg.VocabSize))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,19 +53,16 @@ func BenchmarkDecode(b *testing.B) {
 	defer m.Close()
 	for _, batch := range []int{1, 16} {
 		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
-			pool := m.NewBlockPool()
-			seqs := make([]*model.Seq, batch)
+			pool := newKVBlocks(m)
+			seqs := make([][]int32, batch) // block tables
 			in := make([]model.SeqInput, batch)
 			for i := range seqs {
-				seqs[i] = &model.Seq{ID: uint64(i)}
 				toks := make([]int32, 32)
 				for j := range toks {
 					toks[j] = int32(i*1000 + j)
 				}
-				if err := pool.Reserve(seqs[i], 32); err != nil {
-					b.Fatal(err)
-				}
-				in[i] = model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: seqs[i].Blocks}
+				pool.reserve(b, &seqs[i], 32)
+				in[i] = model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: seqs[i]}
 			}
 			if _, err := m.Forward(context.Background(), in); err != nil {
 				b.Fatal(err)
@@ -74,10 +71,8 @@ func BenchmarkDecode(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				for i := range in {
-					if err := pool.Reserve(seqs[i], pos+1); err != nil {
-						b.Fatal(err)
-					}
-					in[i] = model.SeqInput{ID: uint64(i), Tokens: []int32{int32(pos + i)}, StartPos: pos, Blocks: seqs[i].Blocks}
+					pool.reserve(b, &seqs[i], pos+1)
+					in[i] = model.SeqInput{ID: uint64(i), Tokens: []int32{int32(pos + i)}, StartPos: pos, Blocks: seqs[i]}
 				}
 				if _, err := m.Forward(context.Background(), in); err != nil {
 					b.Fatal(err)
@@ -85,8 +80,8 @@ func BenchmarkDecode(b *testing.B) {
 				pos++
 			}
 			b.ReportMetric(float64(batch)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
-			for _, s := range seqs {
-				pool.Release(s)
+			for i := range seqs {
+				pool.release(&seqs[i])
 			}
 		})
 	}

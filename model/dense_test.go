@@ -131,12 +131,7 @@ func TestDenseEqualsIdenticalExperts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
-		pool := m.NewBlockPool()
-		s := &model.Seq{}
-		if err := pool.Reserve(s, len(tokens)); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: tokens, Blocks: s.Blocks, AllLogits: true}})
+		rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: tokens, Blocks: blocksFor(t, m, len(tokens)), AllLogits: true}})
 		m.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)

@@ -10,7 +10,7 @@ import (
 
 // Example loads a checkpoint directory, runs one batched step for a
 // three-token prompt through the paged KV cache and prints the greedy next
-// token.
+// token. scheduler.Generate runs the whole generation loop.
 func Example() {
 	cpu := kernels.NewCPU()
 	m, err := model.Open("testdata/tiny-a", cpu, model.OpenOptions{CloseBackend: true})
@@ -20,15 +20,11 @@ func Example() {
 	}
 	defer m.Close()
 
-	pool := m.NewBlockPool()
-	seq := &model.Seq{ID: 1}
+	// The caller owns the block table: block 0 of the cache holds the
+	// prompt's positions [0, 3) (the default block size is larger). In
+	// serving, the scheduler's block pools hand blocks out.
 	prompt := []int32{1, 2, 3}
-	if err := pool.Reserve(seq, len(prompt)); err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer pool.Release(seq)
-	rows, err := m.Forward(context.Background(), []model.SeqInput{{ID: seq.ID, Tokens: prompt, Blocks: seq.Blocks}})
+	rows, err := m.Forward(context.Background(), []model.SeqInput{{ID: 1, Tokens: prompt, Blocks: []int32{0}}})
 	if err != nil {
 		fmt.Println(err)
 		return

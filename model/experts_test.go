@@ -50,12 +50,7 @@ func TestAddAndDropExperts(t *testing.T) {
 	}
 	forward := func(m *model.Model) [][]float32 {
 		t.Helper()
-		pool := m.NewBlockPool()
-		s := &model.Seq{ID: 1}
-		if err := pool.Reserve(s, 5); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: []int32{3, 1, 4, 1, 5}, Blocks: s.Blocks, AllLogits: true}})
+		rows, err := m.Forward(context.Background(), []model.SeqInput{{ID: 1, Tokens: []int32{3, 1, 4, 1, 5}, Blocks: blocksFor(t, m, 5), AllLogits: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

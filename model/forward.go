@@ -22,6 +22,16 @@ type SeqInput struct {
 	AllLogits bool
 }
 
+// Stepper runs one batched forward step and returns the requested logits
+// rows (see Model.Forward). A Model is a Stepper; so is a cluster driver
+// (coordinator.Driver). The caller owns the block tables: the scheduler's
+// block pools hand them out.
+type Stepper interface {
+	Forward(ctx context.Context, seqs []SeqInput) ([][]float32, error)
+}
+
+var _ Stepper = (*Model)(nil)
+
 // Reducer sums a tensor across the tensor-parallel group in place. The
 // single-process model uses none. Implementations must give every rank the
 // bitwise-identical result.

@@ -119,17 +119,13 @@ func TestGoldenOneBatch(t *testing.T) {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
 			m := openFixture(t, fx, 64)
-			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
+			pool := newKVBlocks(m)
 			var in []model.SeqInput
-			var seqs []*model.Seq
 			for i, p := range g.Prompts {
 				toks := append(append([]int32{}, p.Tokens...), p.Greedy[:len(p.Greedy)-1]...)
-				s := &model.Seq{ID: uint64(i)}
-				if err := pool.Reserve(s, len(toks)); err != nil {
-					t.Fatal(err)
-				}
-				seqs = append(seqs, s)
-				in = append(in, model.SeqInput{Tokens: toks, Blocks: s.Blocks, AllLogits: true})
+				var blocks []int32
+				pool.reserve(t, &blocks, len(toks))
+				in = append(in, model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: blocks, AllLogits: true})
 			}
 			rows, err := m.Forward(context.Background(), in)
 			if err != nil {
@@ -147,8 +143,8 @@ func TestGoldenOneBatch(t *testing.T) {
 					r++
 				}
 			}
-			for _, s := range seqs {
-				pool.Release(s)
+			for i := range in {
+				pool.release(&in[i].Blocks)
 			}
 		})
 	}
@@ -161,19 +157,17 @@ func TestGoldenTokenByToken(t *testing.T) {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
 			m := openFixture(t, fx, 64)
-			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
+			pool := newKVBlocks(m)
 			for i, p := range g.Prompts {
-				s := &model.Seq{ID: uint64(i)}
+				var blocks []int32
 				next := p.Tokens[0]
 				total := len(p.Tokens) + len(p.Greedy) - 1
 				for pos := range total {
 					if pos < len(p.Tokens) {
 						next = p.Tokens[pos]
 					}
-					if err := pool.Reserve(s, pos+1); err != nil {
-						t.Fatal(err)
-					}
-					rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: []int32{next}, StartPos: pos, Blocks: s.Blocks}})
+					pool.reserve(t, &blocks, pos+1)
+					rows, err := m.Forward(context.Background(), []model.SeqInput{{ID: uint64(i), Tokens: []int32{next}, StartPos: pos, Blocks: blocks}})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -185,7 +179,7 @@ func TestGoldenTokenByToken(t *testing.T) {
 						}
 					}
 				}
-				pool.Release(s)
+				pool.release(&blocks)
 			}
 		})
 	}
@@ -203,12 +197,11 @@ func TestGoldenMixedStep(t *testing.T) {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
 			m := openFixture(t, fx, 64)
-			pool := model.NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks)
-			seqs := make([]*model.Seq, len(g.Prompts))
-			fed := make([]int, len(g.Prompts)) // positions already in the cache
+			pool := newKVBlocks(m)
+			seqs := make([][]int32, len(g.Prompts)) // block tables
+			fed := make([]int, len(g.Prompts))      // positions already in the cache
 			all := make([][]int32, len(g.Prompts))
 			for i, p := range g.Prompts {
-				seqs[i] = &model.Seq{ID: uint64(i)}
 				all[i] = append(append([]int32{}, p.Tokens...), p.Greedy[:len(p.Greedy)-1]...)
 			}
 			chunk := []int{len(all[0]), 3, len(g.Prompts[2].Tokens)}
@@ -227,10 +220,8 @@ func TestGoldenMixedStep(t *testing.T) {
 					if i == 0 && step == 0 {
 						n = len(g.Prompts[0].Tokens)
 					}
-					if err := pool.Reserve(seqs[i], fed[i]+n); err != nil {
-						t.Fatal(err)
-					}
-					in = append(in, model.SeqInput{ID: seqs[i].ID, Tokens: all[i][fed[i] : fed[i]+n], StartPos: fed[i], Blocks: seqs[i].Blocks, AllLogits: true})
+					pool.reserve(t, &seqs[i], fed[i]+n)
+					in = append(in, model.SeqInput{ID: uint64(i), Tokens: all[i][fed[i] : fed[i]+n], StartPos: fed[i], Blocks: seqs[i], AllLogits: true})
 					who = append(who, i)
 				}
 				if len(in) == 0 {
@@ -249,11 +240,11 @@ func TestGoldenMixedStep(t *testing.T) {
 					fed[i] += len(in[j].Tokens)
 				}
 			}
-			for i, s := range seqs {
+			for i := range seqs {
 				if fed[i] != len(all[i]) {
 					t.Errorf("prompt %d: fed %d of %d positions", i, fed[i], len(all[i]))
 				}
-				pool.Release(s)
+				pool.release(&seqs[i])
 			}
 		})
 	}

@@ -66,9 +66,6 @@ func Open(dir string, b kernels.Backend, o OpenOptions) (*Model, error) {
 	return m, nil
 }
 
-// NewBlockPool returns a block pool matching the model's KV cache.
-func (m *Model) NewBlockPool() *BlockPool { return NewBlockPool(m.KV.BlockSize, m.KV.NumBlocks) }
-
 func closeBackend(b kernels.Backend) {
 	switch c := b.(type) {
 	case interface{ Close() error }:

@@ -62,12 +62,7 @@ func TestShardedCheckpointGolden(t *testing.T) {
 	defer m.Close()
 	g := loadGolden(t, "tiny-c")
 	p := g.Prompts[len(g.Prompts)-1]
-	pool := m.NewBlockPool()
-	s := &model.Seq{}
-	if err := pool.Reserve(s, len(p.Tokens)); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: p.Tokens, Blocks: s.Blocks, AllLogits: true}})
+	rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: p.Tokens, Blocks: blocksFor(t, m, len(p.Tokens)), AllLogits: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import "fmt"
 
 // BlockPool hands out the KV blocks of one attention group to sequences.
 // It holds no memory itself: every worker of the group holds the storage
-// of its share of heads for the same block ids.
+// (model.KVCache) of its share of heads for the same block ids. It is the
+// one block allocator: Service keeps one per group, and Pools gives
+// Generate one per group.
 //
 // BlockPool is not safe for concurrent use.
 type BlockPool struct {

@@ -13,4 +13,9 @@
 // every sequence resubmitted from its tokens, so a worker's death delays a
 // stream but never changes it: sampling happens on the workers, from the
 // sequence's seed and position. docs/scheduler.md describes the policy.
+//
+// Generate is the simple offline loop beside it: a fixed batch of prompts
+// prefilled in one step and decoded together until each ends, on a
+// model.Model or a coordinator.Driver (moemesh generate and bench, and
+// tests' references), with its blocks from Pools.
 package scheduler

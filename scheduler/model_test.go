@@ -110,14 +110,14 @@ func (b *modelBackend) Step(ctx context.Context, seqs []*pb.SeqStep, finished []
 	return out, nil
 }
 
-// alone generates r by itself with model.Generate, the reference.
+// alone generates r by itself with Generate, the reference.
 func alone(t *testing.T, m *model.Model, r scheduler.Request) []int32 {
 	t.Helper()
 	smp, err := sampling.New(r.Params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := model.Generate(context.Background(), m, m.NewBlockPool(), []model.Request{{Prompt: r.Prompt, MaxTokens: r.MaxTokens, Sampler: smp, Stop: r.Stop}}, nil)
+	out, err := scheduler.Generate(context.Background(), m, scheduler.ModelPools(m), []scheduler.GenerateRequest{{Prompt: r.Prompt, MaxTokens: r.MaxTokens, Sampler: smp, Stop: r.Stop}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

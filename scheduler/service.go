@@ -19,7 +19,7 @@ var (
 	// also wraps the cause (control.ErrNotLeader).
 	ErrStopped = errors.New("scheduler: stopped")
 	// ErrKVFull: the request does not fit an attention group's KV cache
-	// even alone.
+	// even alone (Service), or a pool ran out of blocks (Generate).
 	ErrKVFull = errors.New("scheduler: KV cache full")
 	// ErrBadRequest: a malformed request.
 	ErrBadRequest = errors.New("scheduler: bad request")

@@ -164,22 +164,37 @@ func (c *testCluster) all(members []int, f func(w, srv int) error) error {
 	return errors.Join(errs...)
 }
 
+// testBlocks hands out the testKVBlocks block ids of a test's KV caches,
+// lowest first and never back (the scheduler's BlockPool does this in
+// serving; a worker only stores the blocks it is told to use).
+type testBlocks struct{ next int32 }
+
+// reserve grows the block table *b to hold positions [0, n).
+func (p *testBlocks) reserve(t *testing.T, b *[]int32, n int) {
+	t.Helper()
+	for len(*b)*testBlockSize < n {
+		if p.next == testKVBlocks {
+			t.Fatalf("test KV cache of %d blocks full", testKVBlocks)
+		}
+		*b = append(*b, p.next)
+		p.next++
+	}
+}
+
 // testSeqs are three sequences of lengths 1, 7 and 13, each with its own
 // blocks of one pool.
 func testSeqs(t *testing.T, vocab int) []model.SeqInput {
 	t.Helper()
-	pool := model.NewBlockPool(testBlockSize, testKVBlocks)
+	var pool testBlocks
 	var in []model.SeqInput
 	for i, n := range []int{1, 7, 13} {
-		s := &model.Seq{ID: uint64(i)}
-		if err := pool.Reserve(s, n); err != nil {
-			t.Fatal(err)
-		}
+		var blocks []int32
+		pool.reserve(t, &blocks, n)
 		toks := make([]int32, n)
 		for j := range toks {
 			toks[j] = int32((i*131 + j*977 + 5) % vocab)
 		}
-		in = append(in, model.SeqInput{ID: s.ID, Tokens: toks, Blocks: s.Blocks, AllLogits: true})
+		in = append(in, model.SeqInput{ID: uint64(i), Tokens: toks, Blocks: blocks, AllLogits: true})
 	}
 	return in
 }

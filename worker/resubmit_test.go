@@ -5,7 +5,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 )
 
@@ -35,20 +34,18 @@ func TestResubmittedSequenceSamplesTheSame(t *testing.T) {
 				t.Fatal(err)
 			}
 			params := &pb.Sampling{Temperature: 0.9, TopK: 40, TopP: 0.95, PresencePenalty: 2, RepetitionPenalty: 1.1, Seed: 17}
-			pool := model.NewBlockPool(testBlockSize, testKVBlocks)
+			var pool testBlocks
 			prompt := []int32{5, 77, 301, 9, 1400}
 			const gen, cut = 10, 4
 			step := uint64(0)
 			// run feeds tokens of sequence id from start and returns the token
 			// sampled after them.
-			run := func(id uint64, seq *model.Seq, tokens []int32, start int, promptLen int32) int32 {
+			run := func(id uint64, blocks *[]int32, tokens []int32, start int, promptLen int32) int32 {
 				t.Helper()
-				if err := pool.Reserve(seq, start+len(tokens)); err != nil {
-					t.Fatal(err)
-				}
+				pool.reserve(t, blocks, start+len(tokens))
 				step++
 				req := &pb.StepRequest{Step: step, PlacementEpoch: 1, Sampling: params, Seqs: []*pb.SeqStep{{
-					SeqId: id, Tokens: tokens, StartPos: int32(start), BlockTable: seq.Blocks, Sample: true, PromptLen: promptLen,
+					SeqId: id, Tokens: tokens, StartPos: int32(start), BlockTable: *blocks, Sample: true, PromptLen: promptLen,
 				}}}
 				res, err := c.step(ctx, members, req)
 				if err != nil {
@@ -57,17 +54,17 @@ func TestResubmittedSequenceSamplesTheSame(t *testing.T) {
 				return res[id].Token
 			}
 			// The uninterrupted run, without prompt_len.
-			a := &model.Seq{ID: 1}
-			want := []int32{run(1, a, prompt, 0, 0)}
+			var a []int32
+			want := []int32{run(1, &a, prompt, 0, 0)}
 			for i := 1; i < gen; i++ {
-				want = append(want, run(1, a, want[i-1:i], len(prompt)+i-1, 0))
+				want = append(want, run(1, &a, want[i-1:i], len(prompt)+i-1, 0))
 			}
 			// Resubmitted after cut generated tokens.
-			b := &model.Seq{ID: 2}
+			var b []int32
 			hist := append(slices.Clone(prompt), want[:cut]...)
-			got := append(slices.Clone(want[:cut]), run(2, b, hist, 0, int32(len(prompt))))
+			got := append(slices.Clone(want[:cut]), run(2, &b, hist, 0, int32(len(prompt))))
 			for i := cut + 1; i < gen; i++ {
-				got = append(got, run(2, b, got[i-1:i], len(prompt)+i-1, int32(len(prompt))))
+				got = append(got, run(2, &b, got[i-1:i], len(prompt)+i-1, int32(len(prompt))))
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("resubmitted after %d tokens (-want +got):\n-%v\n+%v", cut, want, got)

@@ -81,14 +81,13 @@ func localSampled(t *testing.T, seqs []sampledSeq) (sampledRun, [][][]float32) {
 	defer base.Close()
 	cf := &countingFFN{m: base}
 	m := base.WithFFN(cf)
-	pool := model.NewBlockPool(testBlockSize, testKVBlocks)
+	var pool testBlocks
 	var run sampledRun
-	state := make([]*model.Seq, len(seqs))
+	state := make([][]int32, len(seqs)) // block tables
 	samplers := make([]*sampling.Sampler, len(seqs))
 	rows := make([][][]float32, len(seqs)) // per sequence, per step: the logits
 	run.tokens = make([][]int32, len(seqs))
 	for i, s := range seqs {
-		state[i] = &model.Seq{ID: uint64(i)}
 		if s.params != nil {
 			if samplers[i], err = sampling.New(*s.params); err != nil {
 				t.Fatal(err)
@@ -103,10 +102,8 @@ func localSampled(t *testing.T, seqs []sampledSeq) (sampledRun, [][][]float32) {
 			if step > 0 {
 				toks, start = run.tokens[i][step-1:step], len(s.prompt)+step-1
 			}
-			if err := pool.Reserve(state[i], start+len(toks)); err != nil {
-				t.Fatal(err)
-			}
-			in = append(in, model.SeqInput{ID: uint64(i), Tokens: toks, StartPos: start, Blocks: state[i].Blocks})
+			pool.reserve(t, &state[i], start+len(toks))
+			in = append(in, model.SeqInput{ID: uint64(i), Tokens: toks, StartPos: start, Blocks: state[i]})
 		}
 		logits, err := m.Forward(context.Background(), in)
 		if err != nil {
@@ -140,11 +137,8 @@ func toInts(v []int32) []int {
 func clusterSampled(t *testing.T, c *testCluster, members []int, dp int, seqs []sampledSeq) sampledRun {
 	t.Helper()
 	ctx := context.Background()
-	pool := model.NewBlockPool(testBlockSize, testKVBlocks)
-	state := make([]*model.Seq, len(seqs))
-	for i := range seqs {
-		state[i] = &model.Seq{ID: uint64(i)}
-	}
+	var pool testBlocks
+	state := make([][]int32, len(seqs)) // block tables
 	run := sampledRun{tokens: make([][]int32, len(seqs)), results: make([][]*pb.SeqResult, len(seqs))}
 	for step := range sampledSteps {
 		req := &pb.StepRequest{Step: uint64(step + 1), PlacementEpoch: 1}
@@ -153,10 +147,8 @@ func clusterSampled(t *testing.T, c *testCluster, members []int, dp int, seqs []
 			if step > 0 {
 				toks, start = run.tokens[i][step-1:step], len(s.prompt)+step-1
 			}
-			if err := pool.Reserve(state[i], start+len(toks)); err != nil {
-				t.Fatal(err)
-			}
-			ss := &pb.SeqStep{SeqId: uint64(i), Tokens: toks, StartPos: int32(start), BlockTable: state[i].Blocks,
+			pool.reserve(t, &state[i], start+len(toks))
+			ss := &pb.SeqStep{SeqId: uint64(i), Tokens: toks, StartPos: int32(start), BlockTable: state[i],
 				Sample: true, AttnGroup: uint32(i % dp), PromptLen: int32(len(s.prompt)), Logprobs: true, TopLogprobs: uint32(s.top)}
 			if s.params != nil {
 				ss.Sampling = samplingProto(*s.params)

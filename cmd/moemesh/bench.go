@@ -18,6 +18,7 @@ import (
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 func init() { register(newBenchCmd) }
@@ -145,8 +146,8 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 
 // benchOnce prefills batch prompts of promptLen tokens in one step, then
 // decodes steps tokens for every sequence; it returns tokens/s of each phase.
-func benchOnce(ctx context.Context, st model.Stepper, pool model.Allocator, vocab, batch, promptLen, steps int, cs *commStats) (prefill, decode float64, err error) {
-	seqs := make([]*model.Seq, batch)
+func benchOnce(ctx context.Context, st model.Stepper, pool scheduler.Allocator, vocab, batch, promptLen, steps int, cs *commStats) (prefill, decode float64, err error) {
+	seqs := make([]*scheduler.Seq, batch)
 	defer func() {
 		for _, sq := range seqs {
 			if sq != nil {
@@ -156,7 +157,7 @@ func benchOnce(ctx context.Context, st model.Stepper, pool model.Allocator, voca
 	}()
 	in := make([]model.SeqInput, batch)
 	for i := range seqs {
-		seqs[i] = &model.Seq{ID: uint64(i)}
+		seqs[i] = &scheduler.Seq{ID: uint64(i)}
 		if err := pool.Reserve(seqs[i], promptLen+steps); err != nil {
 			return 0, 0, err
 		}
@@ -173,7 +174,7 @@ func benchOnce(ctx context.Context, st model.Stepper, pool model.Allocator, voca
 	for i := range params {
 		params[i] = sampling.Greedy()
 	}
-	remote, _ := st.(model.SamplingStepper)
+	remote, _ := st.(scheduler.SamplingStepper)
 	next := func() ([]int32, error) {
 		if remote != nil {
 			return remote.ForwardSample(ctx, in, params)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/moemesh/moemesh/internal/sysmem"
 	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sharding"
 )
 
@@ -187,7 +188,7 @@ func formatBytes(n int64) string {
 // Stepper returns something that runs forward steps for the model in dir,
 // with a block pool sized to its KV cache, and a function releasing both.
 // The allocator's ErrKVFull names --context.
-func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (model.Stepper, model.Allocator, func(), error) {
+func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (model.Stepper, scheduler.Allocator, func(), error) {
 	cfg, err := model.LoadConfig(dir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -214,19 +215,19 @@ func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (mo
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return m, contextAllocator{m.NewBlockPool(), c.ContextTokens}, m.Close, nil
+	return m, contextAllocator{scheduler.ModelPools(m), c.ContextTokens}, m.Close, nil
 }
 
 // contextAllocator turns a full KV cache into a usage error naming
 // --context, the flag that sizes it.
 type contextAllocator struct {
-	model.Allocator
+	scheduler.Allocator
 	context int
 }
 
-func (a contextAllocator) Reserve(s *model.Seq, n int) error {
+func (a contextAllocator) Reserve(s *scheduler.Seq, n int) error {
 	err := a.Allocator.Reserve(s, n)
-	if errors.Is(err, model.ErrKVFull) {
+	if errors.Is(err, scheduler.ErrKVFull) {
 		return &usageError{fmt.Errorf("%w: raise --context (now %d tokens; this sequence needs %d)", err, a.context, n)}
 	}
 	return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moemesh/moemesh/internal/sysmem"
 	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 // runErr runs moemesh with args and returns the error of the command.
@@ -161,7 +162,7 @@ func TestContextValidated(t *testing.T) {
 }
 
 // TestKVFullNamesContext: a sequence longer than --context fails as a
-// usage error that still wraps model.ErrKVFull.
+// usage error that still wraps scheduler.ErrKVFull.
 func TestKVFullNamesContext(t *testing.T) {
 	dir := filepath.Join("..", "..", "model", "testdata", "tiny-a")
 	t.Setenv("MOEMESH_CACHE", t.TempDir())
@@ -176,7 +177,7 @@ func TestKVFullNamesContext(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := runErr(t, tc.args...)
-			if got := errors.Is(err, model.ErrKVFull); got != tc.full {
+			if got := errors.Is(err, scheduler.ErrKVFull); got != tc.full {
 				t.Fatalf("error %v: ErrKVFull %v, want %v", err, got, tc.full)
 			}
 			if tc.full && exitCode(err) != ExitUsage {

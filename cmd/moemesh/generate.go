@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/sampling"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/tokenizer"
 )
 
@@ -158,7 +158,7 @@ func (o *generateOptions) Run(ctx context.Context, s IOStreams) error {
 	w := bufio.NewWriter(s.Out)
 	defer w.Flush()
 	dec := tok.NewStreamDecoder()
-	_, err = model.Generate(ctx, st, pool, []model.Request{{Prompt: prompt, MaxTokens: o.MaxTokens, Sampler: smp, Stop: stop}},
+	_, err = scheduler.Generate(ctx, st, pool, []scheduler.GenerateRequest{{Prompt: prompt, MaxTokens: o.MaxTokens, Sampler: smp, Stop: stop}},
 		func(_ int, id int32) error {
 			if slices.Contains(stop, id) {
 				return nil

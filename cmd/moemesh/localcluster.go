@@ -15,6 +15,7 @@ import (
 	"github.com/moemesh/moemesh/internal/syncio"
 	"github.com/moemesh/moemesh/model"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
+	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sharding"
 )
 
@@ -45,7 +46,7 @@ func clusterPlan(dir string, c *clusterFlags) (*model.Config, sharding.Layout, *
 // startLocalCluster starts c.Workers worker processes on loopback, loads
 // their shards and returns a step driver. The workers exit when the
 // returned function runs, or when this process dies (they watch stdin).
-func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterFlags) (model.Stepper, model.Allocator, func(), error) {
+func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterFlags) (model.Stepper, scheduler.Allocator, func(), error) {
 	cfg, layout, pl, err := clusterPlan(dir, c)
 	if err != nil {
 		return nil, nil, nil, err
@@ -123,7 +124,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 		closeAll()
 		return nil, nil, nil, err
 	}
-	return d, d.NewPools(bs, blocks), closeAll, nil
+	return d, scheduler.DriverPools(d, bs, blocks), closeAll, nil
 }
 
 // workerStarted, when set (by tests), sees every worker process started.

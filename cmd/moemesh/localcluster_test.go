@@ -15,6 +15,7 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 // TestLocalClusterWorkerDies starts three real worker processes, runs a
@@ -48,7 +49,7 @@ func testWorkerDies(t *testing.T, victim int) {
 	d := st.(*coordinator.Driver)
 	d.StepTimeout = 10 * time.Second
 	step := func(id uint64) error {
-		s := &model.Seq{ID: id}
+		s := &scheduler.Seq{ID: id}
 		if err := pool.Reserve(s, 4); err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/scheduler"
 )
 
 func init() { register(newLogitsCmd) }
@@ -82,7 +83,7 @@ func (o *logitsOptions) Run(ctx context.Context, s IOStreams) error {
 		return err
 	}
 	defer closeFn()
-	seq := &model.Seq{}
+	seq := &scheduler.Seq{}
 	if err := pool.Reserve(seq, len(o.ids)); err != nil {
 		return err
 	}
