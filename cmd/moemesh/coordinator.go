@@ -28,16 +28,21 @@ func init() { register(newCoordinatorCmd) }
 type etcdFlags struct {
 	Endpoints []string
 	Prefix    string
+	Sec       etcdSecurityFlags // TLS and credentials (clustertls.go)
 }
 
 func (e *etcdFlags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&e.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated")
 	cmd.Flags().StringVar(&e.Prefix, "etcd-prefix", store.DefaultConfig().Prefix, "prefix of every key the cluster keeps in etcd")
+	e.Sec.AddFlags(cmd)
 }
 
 func (e *etcdFlags) open(log *slog.Logger) (*store.Store, error) {
 	c := store.DefaultConfig()
 	c.Endpoints, c.Prefix, c.Log = e.Endpoints, e.Prefix, log
+	if err := e.Sec.apply(&c); err != nil {
+		return nil, err
+	}
 	return store.Open(c)
 }
 
@@ -81,6 +86,8 @@ type coordinatorOptions struct {
 	// MaxBatchTokens and MaxSeqs are the scheduler's per-step limits.
 	MaxBatchTokens int
 	MaxSeqs        int
+	// TLS is the coordinator's certificate towards the workers (clustertls.go).
+	TLS clusterTLSFlags
 }
 
 func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
@@ -133,6 +140,7 @@ func (o *coordinatorOptions) Validate() error {
 func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	o := &coordinatorOptions{}
 	var dataDir, etcdListen string
+	var etcdServer etcdServerFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [--etcd-endpoints URLS] [--model DIR]",
 		Short: "Run a coordinator: campaigns for leadership in etcd; the leader plans the layout, drives the workers and serves the APIs",
@@ -150,7 +158,10 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 			if len(o.Etcd.Endpoints) == 0 {
 				// No external etcd: run an embedded one (loopback only).
 				ec := etcdembed.DefaultConfig(dataDir)
-				ec.Log, ec.ClientURL = log, "http://"+etcdListen
+				ec.Log = log
+				if err := etcdServer.apply(&ec, etcdListen, &o.Etcd.Sec); err != nil {
+					return err
+				}
 				etcd, err := etcdembed.Start(ctx, ec)
 				if err != nil {
 					return err
@@ -171,7 +182,9 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	o.Etcd.AddFlags(cmd)
 	o.AddFlags(cmd)
 	cmd.Flags().StringVar(&dataDir, "data-dir", "moemesh-etcd", "data directory of the embedded etcd started when --etcd-endpoints is absent")
-	cmd.Flags().StringVar(&etcdListen, "etcd-listen", "127.0.0.1:2379", "client address of that embedded etcd (loopback only)")
+	cmd.Flags().StringVar(&etcdListen, "etcd-listen", "127.0.0.1:2379", "client address of that embedded etcd (loopback only without --etcd-server-cert)")
+	etcdServer.AddFlags(cmd)
+	o.TLS.AddFlags(cmd)
 	return cmd
 }
 
@@ -208,6 +221,10 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 		cfg.WireDType = pb.DType_DTYPE_BF16
 	}
 	cfg.GRPCAddr, cfg.HTTPAddr = l.GRPC.Addr().String(), l.HTTP.Addr().String()
+	if cfg.DialOptions, err = o.TLS.coordinatorDial(log); err != nil {
+		l.Close()
+		return err
+	}
 	sc := scheduler.DefaultConfig()
 	sc.MaxBatchTokens, sc.MaxSeqs, sc.Log = o.MaxBatchTokens, o.MaxSeqs, log
 	sched, err := scheduler.New(sc)
