@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"github.com/moemesh/moemesh/coordinator/etcdembed"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/internal/pki"
+	"github.com/moemesh/moemesh/membership"
 )
 
 // The cluster's internal security settings (docs/security.md): mutual TLS
@@ -24,12 +27,36 @@ const etcdPasswordEnv = "MOEMESH_ETCD_PASSWORD"
 
 // clusterTLSFlags select the certificate directory of a coordinator or a
 // worker (ca.crt, tls.crt, tls.key: what `moemesh certs issue` writes).
+// The gossip key file holds a base64 key of 16, 24 or 32 bytes.
 type clusterTLSFlags struct {
-	Dir string
+	Dir           string
+	GossipKeyFile string
 }
 
 func (c *clusterTLSFlags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.Dir, "cluster-tls-dir", "", "directory with ca.crt, tls.crt and tls.key (moemesh certs issue): mutual TLS between coordinators and workers; without it the internal services are plaintext and open to anyone who reaches them")
+	cmd.Flags().StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file with the memberlist key, base64 of 16, 24 or 32 bytes (head -c 32 /dev/urandom | base64): gossip encrypted with AES-GCM, members without the key refused; every member needs the same key")
+}
+
+// gossip sets g's key from --gossip-key-file, warning without one.
+func (c *clusterTLSFlags) gossip(log *slog.Logger, g *membership.Config) error {
+	if c.GossipKeyFile == "" {
+		log.Warn("INSECURE: no --gossip-key-file: memberlist gossip is unencrypted and unauthenticated (see docs/security.md)")
+		return nil
+	}
+	b, err := os.ReadFile(c.GossipKeyFile)
+	if err != nil {
+		return usagef("--gossip-key-file: %v", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return usagef("--gossip-key-file %s: not base64: %v", c.GossipKeyFile, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return usagef("--gossip-key-file %s: the key is %d bytes; want 16, 24 or 32", c.GossipKeyFile, n)
+	}
+	g.SecretKey = key
+	return nil
 }
 
 // source loads the directory's certificates, which must carry role; nil
@@ -166,12 +193,13 @@ func (m *modelRootFlags) roots(log *slog.Logger) ([]string, error) {
 // localTLSFlags are `moemesh local`'s: an ephemeral CA and mutual TLS
 // among its own processes unless --insecure-cluster.
 type localTLSFlags struct {
-	Insecure bool
-	pki      *pki.LocalPKI
+	Insecure  bool
+	pki       *pki.LocalPKI
+	gossipKey string // file of the memberlist key
 }
 
 func (l *localTLSFlags) AddFlags(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&l.Insecure, "insecure-cluster", false, "run the local workers' services in plaintext instead of mutual TLS with an ephemeral CA")
+	cmd.Flags().BoolVar(&l.Insecure, "insecure-cluster", false, "run the local workers' services and gossip in plaintext instead of mutual TLS with an ephemeral CA and an encrypted memberlist")
 }
 
 // setup makes the ephemeral PKI for workers processes under a new
@@ -191,6 +219,17 @@ func (l *localTLSFlags) setup(coord *clusterTLSFlags, workers int) (func(), erro
 		return func() {}, err
 	}
 	coord.Dir = dirOf(l.pki.Coordinator)
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		done()
+		return func() {}, err
+	}
+	l.gossipKey = filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(l.gossipKey, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		done()
+		return func() {}, err
+	}
+	coord.GossipKeyFile = l.gossipKey
 	return done, nil
 }
 
@@ -199,7 +238,7 @@ func (l *localTLSFlags) workerArgs(i int) []string {
 	if l.pki == nil {
 		return nil
 	}
-	return []string{"--cluster-tls-dir", dirOf(l.pki.Workers[i])}
+	return []string{"--cluster-tls-dir", dirOf(l.pki.Workers[i]), "--gossip-key-file", l.gossipKey}
 }
 
 // dirOf is the directory of a certificate set made by pki.FilesIn.

@@ -206,6 +206,9 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 	if err != nil {
 		return err
 	}
+	if err := o.TLS.gossip(log, &g); err != nil {
+		return err
+	}
 	if o.ID == "" {
 		h, _ := os.Hostname()
 		o.ID = fmt.Sprintf("c-%s-%d", h, os.Getpid())

@@ -107,6 +107,10 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 			srv.Stop(time.Second)
 			return err
 		}
+		if err := o.TLS.gossip(log, &a.Gossip); err != nil {
+			srv.Stop(time.Second)
+			return err
+		}
 		a.Store, a.Worker, a.Addr, a.Device, a.Log, a.LeaseTTL = st, srv.Worker, srv.Addr(), o.Device, log, o.LeaseTTL
 		if o.Advertise != "" {
 			a.Addr = o.Advertise

@@ -10,6 +10,7 @@ package clustertest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -116,6 +117,15 @@ func newPKI(t testing.TB, workers int) *pki.LocalPKI {
 		t.Fatal(err)
 	}
 	return lp
+}
+
+// newGossipKey is a random memberlist key for one cluster.
+func newGossipKey(t testing.TB) []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // Source loads a certificate set of the cluster's PKI.

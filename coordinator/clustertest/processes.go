@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"bufio"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -42,6 +43,10 @@ func (r processes) Start(t testing.TB, cfg Config) Cluster {
 	cfg.defaults()
 	checkLeaks(t)
 	c := &procCluster{cfg: cfg, bin: r.bin, etcd: storetest.Start(t, cfg.Etcd), pki: newPKI(t, cfg.Workers+cfg.Spares)}
+	c.gossipKeyFile = filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(c.gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(newGossipKey(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
 	for i := range cfg.Workers + cfg.Spares {
@@ -54,13 +59,15 @@ func (r processes) Start(t testing.TB, cfg Config) Cluster {
 }
 
 type procCluster struct {
-	cfg     Config
-	bin     string
-	etcd    *storetest.Etcd
-	st      *store.Store
-	pki     *pki.LocalPKI
-	workers []Member
-	coords  []Member
+	cfg  Config
+	bin  string
+	etcd *storetest.Etcd
+	st   *store.Store
+	pki  *pki.LocalPKI
+	// gossipKeyFile is every member's --gossip-key-file.
+	gossipKeyFile string
+	workers       []Member
+	coords        []Member
 }
 
 func (c *procCluster) Config() Config         { return c.cfg }
@@ -145,14 +152,16 @@ func (c *procCluster) startWorker(t testing.TB, i int) *proc {
 	id := memberName("w", i)
 	return c.start(t, id, []string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "info",
 		"--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--id", id, "--lease-ttl", c.cfg.WorkerTTL.String(),
-		"--cluster-tls-dir", filepath.Dir(c.pki.Workers[i].Cert), "--model-root", c.cfg.ModelRoot}, workerLine)
+		"--cluster-tls-dir", filepath.Dir(c.pki.Workers[i].Cert), "--model-root", c.cfg.ModelRoot,
+		"--gossip-key-file", c.gossipKeyFile}, workerLine)
 }
 
 func (c *procCluster) startCoordinator(t testing.TB, id string) *proc {
 	return c.start(t, id, []string{"coordinator", "--log-level", "info", "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","),
 		"--id", id, "--model", c.cfg.Model, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--min-workers", fmt.Sprint(c.cfg.Workers), "--tp", fmt.Sprint(c.cfg.TP), "--context", fmt.Sprint(c.cfg.Context),
-		"--lease-ttl", c.cfg.LeaseTTL.String(), "--cluster-tls-dir", filepath.Dir(c.pki.Coordinator.Cert)}, coordLine)
+		"--lease-ttl", c.cfg.LeaseTTL.String(), "--cluster-tls-dir", filepath.Dir(c.pki.Coordinator.Cert),
+		"--gossip-key-file", c.gossipKeyFile}, coordLine)
 }
 
 // stop ends the process: SIGTERM (and stdin closed), then SIGKILL after
