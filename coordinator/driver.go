@@ -46,12 +46,17 @@ type Driver struct {
 
 var _ model.Stepper = (*Driver)(nil)
 
-// Dial connects to the workers at addrs (index = worker id).
-func Dial(addrs []string) (*Driver, error) {
+// Dial connects to the workers at addrs (index = worker id). opts follow
+// the defaults (plaintext, 1 GiB messages), so transport credentials among
+// them replace plaintext: with the cluster PKI,
+// pki.Source.DialOption(pki.RoleWorker) presents the coordinator's
+// certificate and admits only servers with a worker certificate.
+func Dial(addrs []string, opts ...grpc.DialOption) (*Driver, error) {
 	d := &Driver{StepTimeout: 60 * time.Second}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30))}, opts...)
 	for _, a := range addrs {
-		c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+		c, err := grpc.NewClient(a, dial...)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("coordinator: dialing worker %s: %w", a, err)

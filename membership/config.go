@@ -82,6 +82,11 @@ type Config struct {
 	// name may be taken by a node at another address; 0 never allows it.
 	DeadNodeReclaimTime time.Duration
 
+	// SecretKey, when set, encrypts and authenticates every gossip packet
+	// and stream with AES-GCM (memberlist's keyring); members without the
+	// same key are refused both ways. 16, 24 or 32 bytes (AES-128/192/256).
+	SecretKey []byte
+
 	// Log receives this package's and memberlist's logs; nil means
 	// slog.Default().
 	Log *slog.Logger
@@ -140,6 +145,7 @@ func DefaultConfig() Config {
 		TCPTimeout:          2 * time.Second,        // a LAN stream that takes longer is broken; bounds each seed in Join
 		RetransmitMult:      4,                      // memberlist's LAN value: gossip reaches everyone with high probability
 		DeadNodeReclaimTime: time.Millisecond,       // a restarted member (new port) may take its name as soon as it is dead
+		SecretKey:           nil,                    // plaintext gossip; set a shared key in a cluster (docs/security.md)
 		Log:                 nil,                    // slog.Default()
 		OnEvent:             nil,                    // set by the caller
 	}
@@ -185,6 +191,8 @@ func (c Config) Validate() error {
 		return bad("TCPTimeout is %v; set a positive duration such as 2s", c.TCPTimeout)
 	case c.RetransmitMult < 1:
 		return bad("RetransmitMult is %d; set at least 1 (4 is the default)", c.RetransmitMult)
+	case len(c.SecretKey) != 0 && len(c.SecretKey) != 16 && len(c.SecretKey) != 24 && len(c.SecretKey) != 32:
+		return bad("SecretKey is %d bytes; set 16, 24 or 32 bytes (AES-128, -192, -256), or none for plaintext gossip", len(c.SecretKey))
 	case c.DeadNodeReclaimTime < 0:
 		return bad("DeadNodeReclaimTime is %v; set 0 (never) or a positive duration such as 1ms", c.DeadNodeReclaimTime)
 	}

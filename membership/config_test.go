@@ -44,6 +44,8 @@ func TestValidate(t *testing.T) {
 		{"zero tcp timeout", func(c *Config) { c.TCPTimeout = 0 }, ErrInvalidConfig},
 		{"zero retransmit mult", func(c *Config) { c.RetransmitMult = 0 }, ErrInvalidConfig},
 		{"negative reclaim time", func(c *Config) { c.DeadNodeReclaimTime = -time.Second }, ErrInvalidConfig},
+		{"secret key of 10 bytes", func(c *Config) { c.SecretKey = make([]byte, 10) }, ErrInvalidConfig},
+		{"secret key of 32 bytes", func(c *Config) { c.SecretKey = make([]byte, 32) }, nil},
 		{"meta over the limit", func(c *Config) { c.Meta = map[string]string{"blob": strings.Repeat("x", MetaMaxSize)} }, ErrMetaTooLarge},
 	}
 	for _, tc := range tests {

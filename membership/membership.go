@@ -67,6 +67,7 @@ func New(cfg Config) (*Membership, error) {
 	mc.TCPTimeout = cfg.TCPTimeout
 	mc.RetransmitMult = cfg.RetransmitMult
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	mc.SecretKey = cfg.SecretKey // with a key memberlist also refuses unencrypted traffic (GossipVerifyIncoming)
 	mc.Delegate = del
 	mc.Events = del
 	mc.Logger = newStdLogger(log)

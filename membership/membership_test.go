@@ -282,3 +282,34 @@ func TestDetectionTimeDefaults(t *testing.T) {
 		t.Logf("%s: %s dead after %v (DefaultConfig)", m.Local().Name, name, e.at.Sub(killed).Round(time.Millisecond))
 	}
 }
+
+// TestSecretKey: members with the same key form a cluster; a member with
+// another key, or none, cannot join it.
+func TestSecretKey(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	withKey := func(name string, k []byte) Config {
+		c := testConfig(name, RoleWorker, nil)
+		c.SecretKey = k
+		return c
+	}
+	ms := newCluster(t, withKey("worker-0", key), withKey("worker-1", key))
+	for _, tc := range []struct {
+		name string
+		key  []byte
+	}{
+		{"other key", []byte("fedcba9876543210fedcba9876543210")},
+		{"no key", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMember(t, withKey("stranger", tc.key))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if n, err := m.Join(ctx, []string{ms[0].Addr()}); n != 0 || !errors.Is(err, ErrJoinFailed) {
+				t.Errorf("Join = %d, %v; want 0, ErrJoinFailed", n, err)
+			}
+			if got := len(ms[0].Members()); got != 2 {
+				t.Errorf("the keyed cluster has %d members, want 2", got)
+			}
+		})
+	}
+}

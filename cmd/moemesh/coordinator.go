@@ -28,16 +28,21 @@ func init() { register(newCoordinatorCmd) }
 type etcdFlags struct {
 	Endpoints []string
 	Prefix    string
+	Sec       etcdSecurityFlags // TLS and credentials (clustertls.go)
 }
 
 func (e *etcdFlags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&e.Endpoints, "etcd-endpoints", nil, "etcd client URLs, comma-separated")
 	cmd.Flags().StringVar(&e.Prefix, "etcd-prefix", store.DefaultConfig().Prefix, "prefix of every key the cluster keeps in etcd")
+	e.Sec.AddFlags(cmd)
 }
 
 func (e *etcdFlags) open(log *slog.Logger) (*store.Store, error) {
 	c := store.DefaultConfig()
 	c.Endpoints, c.Prefix, c.Log = e.Endpoints, e.Prefix, log
+	if err := e.Sec.apply(&c); err != nil {
+		return nil, err
+	}
 	return store.Open(c)
 }
 
@@ -83,6 +88,8 @@ type coordinatorOptions struct {
 	MaxSeqs        int
 	// Serving are the front doors' settings (names, keys, TLS, limits).
 	Serving serving.Config
+	// TLS is the coordinator's certificate towards the workers (clustertls.go).
+	TLS clusterTLSFlags
 }
 
 func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
@@ -143,6 +150,7 @@ func (o *coordinatorOptions) Validate() error {
 func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	o := &coordinatorOptions{}
 	var dataDir, etcdListen string
+	var etcdServer etcdServerFlags
 	cmd := &cobra.Command{
 		Use:   "coordinator [--etcd-endpoints URLS] [--model DIR]",
 		Short: "Run a coordinator: campaigns for leadership in etcd; the leader plans the layout, drives the workers and serves the APIs",
@@ -160,7 +168,10 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 			if len(o.Etcd.Endpoints) == 0 {
 				// No external etcd: run an embedded one (loopback only).
 				ec := etcdembed.DefaultConfig(dataDir)
-				ec.Log, ec.ClientURL = log, "http://"+etcdListen
+				ec.Log = log
+				if err := etcdServer.apply(&ec, etcdListen, &o.Etcd.Sec); err != nil {
+					return err
+				}
 				etcd, err := etcdembed.Start(ctx, ec)
 				if err != nil {
 					return err
@@ -181,7 +192,9 @@ func newCoordinatorCmd(s IOStreams) *cobra.Command {
 	o.Etcd.AddFlags(cmd)
 	o.AddFlags(cmd)
 	cmd.Flags().StringVar(&dataDir, "data-dir", "moemesh-etcd", "data directory of the embedded etcd started when --etcd-endpoints is absent")
-	cmd.Flags().StringVar(&etcdListen, "etcd-listen", "127.0.0.1:2379", "client address of that embedded etcd (loopback only)")
+	cmd.Flags().StringVar(&etcdListen, "etcd-listen", "127.0.0.1:2379", "client address of that embedded etcd (loopback only without --etcd-server-cert)")
+	etcdServer.AddFlags(cmd)
+	o.TLS.AddFlags(cmd)
 	return cmd
 }
 
@@ -194,6 +207,9 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 	}
 	g, err := gossipConfig(o.GossipAddr)
 	if err != nil {
+		return err
+	}
+	if err := o.TLS.gossip(log, &g); err != nil {
 		return err
 	}
 	if o.ID == "" {
@@ -211,6 +227,10 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 		cfg.WireDType = pb.DType_DTYPE_BF16
 	}
 	cfg.GRPCAddr, cfg.HTTPAddr = l.GRPC.Addr().String(), l.HTTP.Addr().String()
+	if cfg.DialOptions, err = o.TLS.coordinatorDial(log); err != nil {
+		l.Close()
+		return err
+	}
 	sc := scheduler.DefaultConfig()
 	sc.MaxBatchTokens, sc.MaxSeqs, sc.Log = o.MaxBatchTokens, o.MaxSeqs, log
 	metrics := serving.NewMetrics(nil)

@@ -28,6 +28,7 @@ const configFlag = "config"
 var nonFlagEnv = []string{
 	"MOEMESH_CACHE",       // demo model cache directory (modelload.go)
 	"MOEMESH_BENCH_MODEL", // model of the end-to-end benchmark (model/bench_test.go)
+	etcdPasswordEnv,       // etcd password, never a flag (clustertls.go)
 }
 
 // flagSourcesHelp is the paragraph of `moemesh --help` on flag sources.

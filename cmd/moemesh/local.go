@@ -29,6 +29,7 @@ type localOptions struct {
 	DataDir  string
 	Device   string
 	WorkerTT time.Duration
+	TLS      localTLSFlags // clustertls.go
 }
 
 // readyPrefix starts the line `moemesh local` prints once /health is 200.
@@ -62,6 +63,7 @@ func newLocalCmd(s IOStreams) *cobra.Command {
 	f.StringVar(&o.DataDir, "data-dir", "", "embedded etcd's data directory (default: a temporary one, removed at exit)")
 	f.StringVar(&o.Device, "device", "cpu", "compute device of every worker: cpu or cuda:N (CUDA needs a -tags cuda build)")
 	f.DurationVar(&o.WorkerTT, "worker-lease-ttl", 5*time.Second, "workers' registration lease in etcd")
+	o.TLS.AddFlags(cmd)
 	return cmd
 }
 
@@ -89,6 +91,11 @@ func (o *localOptions) Run(ctx context.Context, s IOStreams) error {
 	if err != nil {
 		return err
 	}
+	cleanPKI, err := o.TLS.setup(&o.coord.TLS, o.Workers+o.Spares)
+	if err != nil {
+		return err
+	}
+	defer cleanPKI()
 	ec := etcdembed.DefaultConfig(dataDir)
 	ec.Log = log
 	etcd, err := etcdembed.Start(ctx, ec)
@@ -110,6 +117,7 @@ func (o *localOptions) Run(ctx context.Context, s IOStreams) error {
 		return err
 	}
 	ready := func(grpcAddr, httpAddr string) {
+		fmt.Fprintf(s.Out, "coordinator: %s\n", grpcAddr)
 		fmt.Fprintf(s.Out, "moemesh local: gRPC API on %s, HTTP on http://%s (GET /health); etcd on %s; %d workers + %d spares\n",
 			grpcAddr, httpAddr, etcd.Endpoints()[0], o.Workers, o.Spares)
 		go func() {
@@ -191,9 +199,9 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 	w := &workerProcs{}
 	stderr := &syncio.Writer{W: s.ErrOut}
 	for i := range n {
-		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close",
+		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close",
 			"--etcd-endpoints", endpoints[0], "--etcd-prefix", o.coord.Etcd.Prefix, "--id", fmt.Sprintf("w%d", i),
-			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String())
+			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String()}, o.TLS.workerArgs(i)...)...)
 		cmd.Stderr = stderr
 		cmd.Env = append(workerEnv(), fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/max(o.Workers, 1))))
 		in, err := cmd.StdinPipe()
@@ -211,9 +219,11 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 		if workerStarted != nil {
 			workerStarted(i, cmd)
 		}
-		if _, err := readListenAddr(out, 30*time.Second); err != nil {
+		addr, err := readListenAddr(out, 30*time.Second)
+		if err != nil {
 			return w, fmt.Errorf("worker %d: %w", i, err)
 		}
+		fmt.Fprintf(s.Out, "worker %d: %s\n", i, addr)
 	}
 	return w, nil
 }

@@ -12,7 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/moemesh/moemesh/internal/syncio"
+	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 )
 
 // TestLocal runs `moemesh local` as a user would: it prints where the APIs
@@ -52,6 +58,27 @@ func TestLocal(t *testing.T) {
 		t.Fatalf("no addresses printed:\n%s", out.String())
 	}
 	grpcAddr, httpAddr := m[1], m[2]
+	if c := regexp.MustCompile(`(?m)^coordinator: (\S+)$`).FindStringSubmatch(out.String()); c == nil || c[1] != grpcAddr {
+		t.Errorf("no line \"coordinator: %s\":\n%s", grpcAddr, out.String())
+	}
+	workerAddrs := regexp.MustCompile(`(?m)^worker (\d+): (\S+)$`).FindAllStringSubmatch(out.String(), -1)
+	if len(workerAddrs) != 3 {
+		t.Fatalf("%d \"worker N: ADDR\" lines, want 3:\n%s", len(workerAddrs), out.String())
+	}
+	// The workers speak mutual TLS: a plaintext caller is refused.
+	for _, w := range workerAddrs {
+		conn, err := grpc.NewClient(w[2], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = pb.NewWorkerServiceClient(conn).Health(hctx, &pb.HealthRequest{})
+		hcancel()
+		conn.Close()
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("plaintext Health on worker %s (%s): %v, want UNAVAILABLE (a TLS listener)", w[1], w[2], err)
+		}
+	}
 
 	r, err := http.Get("http://" + httpAddr + "/health")
 	if err != nil {

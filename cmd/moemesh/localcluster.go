@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -57,7 +58,14 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	}
 	var procs []*exec.Cmd
 	var stdins []io.Closer
+	var lt localTLSFlags // mutual TLS among these processes, with an ephemeral CA
+	var coordTLS clusterTLSFlags
+	cleanPKI, err := lt.setup(&coordTLS, c.Workers)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	stop := func() {
+		defer cleanPKI()
 		for _, in := range stdins {
 			in.Close()
 		}
@@ -75,7 +83,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	addrs := make([]string, c.Workers)
 	stderr := &syncio.Writer{W: s.ErrOut} // one writer shared by every worker's stderr copier
 	for w := range c.Workers {
-		cmd := exec.Command(exe, "worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device)
+		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device}, lt.workerArgs(w)...)...)
 		cmd.Stderr = stderr
 		// Share this machine's cores among the workers: oversubscribed
 		// compute threads spin against each other.
@@ -105,7 +113,12 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 		}
 		addrs[w] = addr
 	}
-	d, err := coordinator.Dial(addrs)
+	dialTLS, err := coordTLS.coordinatorDial(slog.New(slog.NewTextHandler(s.ErrOut, nil)))
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	d, err := coordinator.Dial(addrs, dialTLS...)
 	if err != nil {
 		stop()
 		return nil, nil, nil, err

@@ -30,6 +30,8 @@ type workerOptions struct {
 	ID               string
 	GossipAddr       string
 	LeaseTTL         time.Duration
+	TLS              clusterTLSFlags
+	Roots            modelRootFlags
 }
 
 func newWorkerCmd(s IOStreams) *cobra.Command {
@@ -51,6 +53,8 @@ func newWorkerCmd(s IOStreams) *cobra.Command {
 	cmd.Flags().StringVar(&o.GossipAddr, "gossip-addr", "127.0.0.1:0", "memberlist address (host:port; port 0 picks one)")
 	cmd.Flags().DurationVar(&o.LeaseTTL, "lease-ttl", agent.DefaultConfig().LeaseTTL, "registration lease in etcd: a worker that stops answering is removed (fenced) within it")
 	o.Etcd.AddFlags(cmd)
+	o.TLS.AddFlags(cmd)
+	o.Roots.AddFlags(cmd)
 	return cmd
 }
 
@@ -66,12 +70,19 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 	if err != nil {
 		return err
 	}
+	log := slog.New(slog.NewTextHandler(s.ErrOut, &slog.HandlerOptions{Level: level}))
+	wc := worker.Config{Backend: backend, Log: log}
+	if wc.ServerOptions, wc.PeerDialOptions, err = o.TLS.workerTLS(log); err != nil {
+		return err
+	}
+	if wc.ModelRoots, err = o.Roots.roots(log); err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.Listen, err)
 	}
-	log := slog.New(slog.NewTextHandler(s.ErrOut, &slog.HandlerOptions{Level: level}))
-	srv := worker.Serve(lis, worker.Config{Backend: backend, Log: log})
+	srv := worker.Serve(lis, wc)
 	fmt.Fprintf(s.Out, "%s%s\n", listenPrefix, srv.Addr())
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -93,6 +104,10 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 		defer st.Close()
 		a := agent.DefaultConfig()
 		if a.Gossip, err = gossipConfig(o.GossipAddr); err != nil {
+			srv.Stop(time.Second)
+			return err
+		}
+		if err := o.TLS.gossip(log, &a.Gossip); err != nil {
 			srv.Stop(time.Second)
 			return err
 		}

@@ -234,12 +234,7 @@ func TestPartitionedWorkerIsFenced(t *testing.T) {
 	if err := victim.Resume(t); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(victim.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	wc := pb.NewWorkerServiceClient(conn)
+	wc := pb.NewWorkerServiceClient(WorkerConn(t, c, victim.Addr()))
 	Eventually(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -3,11 +3,14 @@
 // and two runners that start one: InProcess (every member a set of
 // goroutines in the test process, so the race detector sees the control
 // plane) and Processes (real moemesh processes, killed with real signals).
-// Every cluster registers its cleanup and a goroutine-leak check.
+// Both run the internal services over mutual TLS with a per-cluster CA
+// (Cluster.PKI). Every cluster registers its cleanup and a goroutine-leak
+// check.
 package clustertest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/internal/pki"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 )
 
@@ -31,6 +35,8 @@ var ErrUnsupported = errors.New("clustertest: not supported by this runner")
 type Config struct {
 	// Model is the checkpoint directory (with a tokenizer).
 	Model string
+	// ModelRoot is the workers' --model-root (Model when empty).
+	ModelRoot string
 	// Workers in the layout, TP size, and extra spare workers.
 	Workers, TP, Spares int
 	// Coordinators is the number of coordinators (1 when 0).
@@ -45,6 +51,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
+	if c.ModelRoot == "" {
+		c.ModelRoot = c.Model
+	}
 	if c.TP == 0 {
 		c.TP = 1
 	}
@@ -88,12 +97,58 @@ type Cluster interface {
 	Store() *store.Store
 	Workers() []Member
 	Coordinators() []Member
+	// PKI is the cluster's CA and certificates: every member's internal
+	// services speak mutual TLS with them (internal/pki).
+	PKI() *pki.LocalPKI
 }
 
 // Runner starts clusters.
 type Runner interface {
 	Name() string
 	Start(t testing.TB, cfg Config) Cluster
+}
+
+// newPKI makes a cluster's ephemeral CA with a certificate per worker,
+// removed with the test.
+func newPKI(t testing.TB, workers int) *pki.LocalPKI {
+	t.Helper()
+	lp, err := pki.NewLocal(t.TempDir(), workers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lp
+}
+
+// newGossipKey is a random memberlist key for one cluster.
+func newGossipKey(t testing.TB) []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// Source loads a certificate set of the cluster's PKI.
+func Source(t testing.TB, f pki.Files) *pki.Source {
+	t.Helper()
+	s, err := pki.NewSource(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// WorkerConn connects to a worker's services as the coordinator does
+// (its certificate; only a worker certificate accepted from the server).
+// The connection is closed with the test.
+func WorkerConn(t testing.TB, c Cluster, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, Source(t, c.PKI().Coordinator).DialOption(pki.RoleWorker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // Leader waits until a coordinator answers /health with 200 and returns it.

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/moemesh/moemesh/coordinator/agent"
 	"github.com/moemesh/moemesh/coordinator/control"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/internal/pki"
 	"github.com/moemesh/moemesh/internal/syncio"
 	"github.com/moemesh/moemesh/membership"
 	"github.com/moemesh/moemesh/scheduler"
@@ -26,10 +29,10 @@ type inProcess struct{}
 
 func (inProcess) Name() string { return "in-process" }
 
-// testGossip is a memberlist configuration with shrunken timers.
-func testGossip() membership.Config {
+// testGossip is a loopback memberlist configuration encrypted with key.
+func testGossip(key []byte) membership.Config {
 	g := membership.DefaultConfig()
-	g.BindAddr, g.BindPort = "127.0.0.1", 0
+	g.BindAddr, g.BindPort, g.SecretKey = "127.0.0.1", 0, key
 	return g
 }
 
@@ -48,7 +51,7 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 	t.Helper()
 	cfg.defaults()
 	checkLeaks(t)
-	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &syncio.Buffer{Limit: 4 << 20}}
+	c := &ipCluster{cfg: cfg, etcd: storetest.Start(t, cfg.Etcd), logs: &syncio.Buffer{Limit: 4 << 20}, pki: newPKI(t, max(0, cfg.Workers+cfg.Spares)), gossipKey: newGossipKey(t)}
 	c.log = slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -58,7 +61,7 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
 	for i := range cfg.Workers + cfg.Spares {
-		c.workers = append(c.workers, c.startWorker(t, memberName("w", i)))
+		c.workers = append(c.workers, c.startWorker(t, i))
 	}
 	for i := range cfg.Coordinators {
 		c.coords = append(c.coords, c.startCoordinator(t, memberName("c", i)))
@@ -67,15 +70,18 @@ func (inProcess) Start(t testing.TB, cfg Config) Cluster {
 }
 
 type ipCluster struct {
-	cfg     Config
-	logs    *syncio.Buffer
-	log     *slog.Logger
-	etcd    *storetest.Etcd
-	st      *store.Store
-	workers []Member
-	coords  []Member
+	cfg       Config
+	logs      *syncio.Buffer
+	log       *slog.Logger
+	etcd      *storetest.Etcd
+	st        *store.Store
+	pki       *pki.LocalPKI
+	gossipKey []byte
+	workers   []Member
+	coords    []Member
 }
 
+func (c *ipCluster) PKI() *pki.LocalPKI     { return c.pki }
 func (c *ipCluster) Config() Config         { return c.cfg }
 func (c *ipCluster) Etcd() *storetest.Etcd  { return c.etcd }
 func (c *ipCluster) Store() *store.Store    { return c.st }
@@ -93,15 +99,21 @@ type ipWorker struct {
 	once   sync.Once
 }
 
-func (c *ipCluster) startWorker(t testing.TB, id string) *ipWorker {
+// startWorker starts worker i with its certificate, confined to
+// Config.ModelRoot.
+func (c *ipCluster) startWorker(t testing.TB, i int) *ipWorker {
 	t.Helper()
+	id := memberName("w", i)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &ipWorker{id: id, srv: worker.Serve(lis, worker.Config{Log: c.log}), st: openStore(t, c.etcd), crash: make(chan struct{}), done: make(chan struct{})}
+	src := Source(t, c.pki.Workers[i])
+	wc := worker.Config{Log: c.log, ServerOptions: src.ServerOptions(pki.WorkerPolicy()),
+		PeerDialOptions: []grpc.DialOption{src.DialOption(pki.RoleWorker)}, ModelRoots: []string{c.cfg.ModelRoot}}
+	w := &ipWorker{id: id, srv: worker.Serve(lis, wc), st: openStore(t, c.etcd), crash: make(chan struct{}), done: make(chan struct{})}
 	a := agent.DefaultConfig()
-	a.ID, a.Store, a.Worker, a.Addr, a.LeaseTTL, a.Gossip, a.Crash = id, w.st, w.srv.Worker, w.srv.Addr(), c.cfg.WorkerTTL, testGossip(), w.crash
+	a.ID, a.Store, a.Worker, a.Addr, a.LeaseTTL, a.Gossip, a.Crash = id, w.st, w.srv.Worker, w.srv.Addr(), c.cfg.WorkerTTL, testGossip(c.gossipKey), w.crash
 	a.Log = c.log
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -154,9 +166,10 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 	}
 	m := &ipCoordinator{id: id, st: openStore(t, c.etcd), grpc: l.GRPC.Addr().String(), htp: l.HTTP.Addr().String()}
 	cfg := control.DefaultConfig()
-	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip, cfg.Log = id, m.st, c.cfg.Model, testGossip(), c.log
+	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip, cfg.Log = id, m.st, c.cfg.Model, testGossip(c.gossipKey), c.log
 	cfg.Workers, cfg.TP, cfg.KVTokens, cfg.LeaseTTL = c.cfg.Workers, c.cfg.TP, c.cfg.Context, c.cfg.LeaseTTL
 	cfg.GRPCAddr, cfg.HTTPAddr = m.grpc, m.htp
+	cfg.DialOptions = []grpc.DialOption{Source(t, c.pki.Coordinator).DialOption(pki.RoleWorker)}
 	sc := scheduler.DefaultConfig()
 	sc.Log = c.log
 	sched, err := scheduler.New(sc)

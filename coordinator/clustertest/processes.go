@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"bufio"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/coordinator/store/storetest"
+	"github.com/moemesh/moemesh/internal/pki"
 	"github.com/moemesh/moemesh/internal/syncio"
 )
 
@@ -40,11 +42,15 @@ func (r processes) Start(t testing.TB, cfg Config) Cluster {
 	t.Helper()
 	cfg.defaults()
 	checkLeaks(t)
-	c := &procCluster{cfg: cfg, bin: r.bin, etcd: storetest.Start(t, cfg.Etcd)}
+	c := &procCluster{cfg: cfg, bin: r.bin, etcd: storetest.Start(t, cfg.Etcd), pki: newPKI(t, cfg.Workers+cfg.Spares)}
+	c.gossipKeyFile = filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(c.gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(newGossipKey(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
 	for i := range cfg.Workers + cfg.Spares {
-		c.workers = append(c.workers, c.startWorker(t, memberName("w", i)))
+		c.workers = append(c.workers, c.startWorker(t, i))
 	}
 	for i := range cfg.Coordinators {
 		c.coords = append(c.coords, c.startCoordinator(t, memberName("c", i)))
@@ -53,12 +59,15 @@ func (r processes) Start(t testing.TB, cfg Config) Cluster {
 }
 
 type procCluster struct {
-	cfg     Config
-	bin     string
-	etcd    *storetest.Etcd
-	st      *store.Store
-	workers []Member
-	coords  []Member
+	cfg  Config
+	bin  string
+	etcd *storetest.Etcd
+	st   *store.Store
+	pki  *pki.LocalPKI
+	// gossipKeyFile is every member's --gossip-key-file.
+	gossipKeyFile string
+	workers       []Member
+	coords        []Member
 }
 
 func (c *procCluster) Config() Config         { return c.cfg }
@@ -66,6 +75,7 @@ func (c *procCluster) Etcd() *storetest.Etcd  { return c.etcd }
 func (c *procCluster) Store() *store.Store    { return c.st }
 func (c *procCluster) Workers() []Member      { return c.workers }
 func (c *procCluster) Coordinators() []Member { return c.coords }
+func (c *procCluster) PKI() *pki.LocalPKI     { return c.pki }
 
 // proc is one member process.
 type proc struct {
@@ -136,16 +146,22 @@ func (c *procCluster) start(t testing.TB, id string, args []string, ready *regex
 	return p
 }
 
-func (c *procCluster) startWorker(t testing.TB, id string) *proc {
+// startWorker starts worker i with its certificate, confined to
+// Config.ModelRoot.
+func (c *procCluster) startWorker(t testing.TB, i int) *proc {
+	id := memberName("w", i)
 	return c.start(t, id, []string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "info",
-		"--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--id", id, "--lease-ttl", c.cfg.WorkerTTL.String()}, workerLine)
+		"--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--id", id, "--lease-ttl", c.cfg.WorkerTTL.String(),
+		"--cluster-tls-dir", filepath.Dir(c.pki.Workers[i].Cert), "--model-root", c.cfg.ModelRoot,
+		"--gossip-key-file", c.gossipKeyFile}, workerLine)
 }
 
 func (c *procCluster) startCoordinator(t testing.TB, id string) *proc {
 	return c.start(t, id, []string{"coordinator", "--log-level", "info", "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","),
 		"--id", id, "--model", c.cfg.Model, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--min-workers", fmt.Sprint(c.cfg.Workers), "--tp", fmt.Sprint(c.cfg.TP), "--context", fmt.Sprint(c.cfg.Context),
-		"--lease-ttl", c.cfg.LeaseTTL.String()}, coordLine)
+		"--lease-ttl", c.cfg.LeaseTTL.String(), "--cluster-tls-dir", filepath.Dir(c.pki.Coordinator.Cert),
+		"--gossip-key-file", c.gossipKeyFile}, coordLine)
 }
 
 // stop ends the process: SIGTERM (and stdin closed), then SIGKILL after

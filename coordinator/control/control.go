@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/coordinator/agent"
 	"github.com/moemesh/moemesh/coordinator/store"
@@ -94,6 +96,11 @@ type Config struct {
 	// Gossip configures the coordinator's memberlist node (Name, Role and
 	// OnEvent are set by the coordinator).
 	Gossip membership.Config
+	// DialOptions are added to every connection to a worker (steps, loads
+	// and Health probes). Nil dials plaintext; with the cluster PKI give
+	// pki.Source.DialOption(pki.RoleWorker) (the coordinator's
+	// certificate, and only servers with a worker certificate accepted).
+	DialOptions []grpc.DialOption
 	// Lead, when set, serves while this coordinator leads (see Leader);
 	// without it the leader keeps the placement but runs no requests.
 	Lead Leader
@@ -114,6 +121,7 @@ func DefaultConfig() Config {
 		ReadyTimeout: 5 * time.Minute,       // loading a large shard from disk
 		PollInterval: 20 * time.Millisecond, // loading the tiny model takes ~50 ms
 		Gossip:       membership.DefaultConfig(),
+		DialOptions:  nil, // plaintext: the process sets the cluster's mTLS (cmd/moemesh --cluster-tls-dir)
 	}
 }
 

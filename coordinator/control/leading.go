@@ -61,7 +61,7 @@ func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
 		case <-ctx.Done():
 		}
 	}()
-	ld := &leading{c: c, l: l, log: c.log, suspects: map[string]bool{}, alarm: make(chan error, 1), conns: newConnCache()}
+	ld := &leading{c: c, l: l, log: c.log, suspects: map[string]bool{}, alarm: make(chan error, 1), conns: newConnCache(c.cfg.DialOptions)}
 	defer ld.conns.close()
 	c.mu.Lock()
 	c.lead = ld
@@ -324,7 +324,7 @@ func (ld *leading) checkLoading(ctx context.Context, rec *pb.PlacementRecord) er
 
 // attach points a new driver at the members of rec.
 func (ld *leading) attach(rec *pb.PlacementRecord, p planner.Plan) error {
-	drv, err := coordinator.Dial(rec.Addrs)
+	drv, err := coordinator.Dial(rec.Addrs, ld.c.cfg.DialOptions...)
 	if err != nil {
 		return err
 	}

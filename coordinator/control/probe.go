@@ -14,11 +14,17 @@ import (
 // connCache keeps one client connection per worker address for Health
 // probes. Safe for concurrent use.
 type connCache struct {
+	opts  []grpc.DialOption // after plaintext: credentials among them replace it
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newConnCache() *connCache { return &connCache{conns: map[string]*grpc.ClientConn{}} }
+func newConnCache(opts []grpc.DialOption) *connCache {
+	return &connCache{
+		opts:  append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...),
+		conns: map[string]*grpc.ClientConn{},
+	}
+}
 
 // health asks addr for its Health within timeout; nil when it does not
 // answer.
@@ -27,7 +33,7 @@ func (c *connCache) health(ctx context.Context, addr string, timeout time.Durati
 	cc := c.conns[addr]
 	if cc == nil {
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient(addr, c.opts...)
 		if err != nil {
 			c.mu.Unlock()
 			return nil

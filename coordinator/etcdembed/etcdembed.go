@@ -2,11 +2,14 @@ package etcdembed
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
@@ -25,13 +28,47 @@ type Config struct {
 	// Name is the member name; it must stay the same across restarts on Dir.
 	Name string
 	// ClientURL is where clients connect; PeerURL is the (unused, one-member)
-	// raft URL. Both must be http on a loopback host. Port 0 picks a free
-	// port at Start; Endpoints reports the one chosen.
+	// raft URL. Without TLS both must be http on a loopback host; with TLS
+	// ClientURL is https on any host (PeerURL stays loopback). Port 0 picks
+	// a free port at Start; Endpoints reports the one chosen.
 	ClientURL, PeerURL string
+	// TLS, when set, serves ClientURL over TLS and requires every client
+	// to present a certificate signed by TLS.ClientCAFile.
+	TLS *ServerTLS
 	// Log receives etcd's error-level logs; nil drops them.
 	Log *slog.Logger
 	// StartTimeout bounds the wait for the server to be ready.
 	StartTimeout time.Duration
+}
+
+// ServerTLS are the files of the client listener's TLS (etcd's
+// --cert-file, --key-file and --trusted-ca-file with --client-cert-auth).
+type ServerTLS struct {
+	// CertFile and KeyFile are the server's certificate and key. etcd's
+	// own gateway dials the server with them, so the certificate must
+	// allow client auth too (the cluster PKI's coordinator and worker
+	// certificates do).
+	CertFile, KeyFile string
+	// ClientCAFile holds the CAs client certificates must chain to.
+	ClientCAFile string
+}
+
+func (t *ServerTLS) validate() error {
+	if t.CertFile == "" || t.KeyFile == "" || t.ClientCAFile == "" {
+		return fmt.Errorf("etcdembed: Config.TLS needs CertFile, KeyFile and ClientCAFile (got %q, %q, %q)", t.CertFile, t.KeyFile, t.ClientCAFile)
+	}
+	// etcd reads the files only at the first handshake: check them now.
+	if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+		return fmt.Errorf("etcdembed: Config.TLS certificate %s, key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	ca, err := os.ReadFile(t.ClientCAFile)
+	if err != nil {
+		return fmt.Errorf("etcdembed: Config.TLS: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return fmt.Errorf("etcdembed: Config.TLS: %s holds no PEM certificate", t.ClientCAFile)
+	}
+	return nil
 }
 
 // DefaultConfig returns a Config for a loopback-only, one-member etcd in dir.
@@ -66,11 +103,16 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	if cfg.StartTimeout <= 0 {
 		return nil, fmt.Errorf("etcdembed: Config.StartTimeout %v must be positive", cfg.StartTimeout)
 	}
-	curl, err := loopbackURL("ClientURL", cfg.ClientURL)
+	if cfg.TLS != nil {
+		if err := cfg.TLS.validate(); err != nil {
+			return nil, err
+		}
+	}
+	curl, err := listenURL("ClientURL", cfg.ClientURL, cfg.TLS != nil)
 	if err != nil {
 		return nil, err
 	}
-	purl, err := loopbackURL("PeerURL", cfg.PeerURL)
+	purl, err := listenURL("PeerURL", cfg.PeerURL, false)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +125,12 @@ func Start(ctx context.Context, cfg Config) (*Etcd, error) {
 	ec.ListenPeerUrls = []url.URL{*purl}
 	ec.AdvertisePeerUrls = []url.URL{*purl}
 	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
+	if cfg.TLS != nil {
+		ec.ClientTLSInfo.CertFile = cfg.TLS.CertFile
+		ec.ClientTLSInfo.KeyFile = cfg.TLS.KeyFile
+		ec.ClientTLSInfo.TrustedCAFile = cfg.TLS.ClientCAFile
+		ec.ClientTLSInfo.ClientCertAuth = true
+	}
 	ec.LogLevel = "error"
 	ec.Logger = "zap"
 	closing := make(chan struct{})
@@ -155,19 +203,23 @@ type ctxStream struct {
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
 
-// loopbackURL parses an http URL on a loopback host and replaces port 0 by a
-// free port.
-func loopbackURL(field, raw string) (*url.URL, error) {
+// listenURL parses an http URL on a loopback host (an https URL on any
+// host when secure) and replaces port 0 by a free port.
+func listenURL(field, raw string, secure bool) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("etcdembed: Config.%s %q: %w", field, raw, err)
 	}
-	host, port, err := net.SplitHostPort(u.Host)
-	if u.Scheme != "http" || err != nil || u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("etcdembed: Config.%s %q: want http://HOST:PORT", field, raw)
+	scheme := "http"
+	if secure {
+		scheme = "https"
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("etcdembed: Config.%s %q: the embedded etcd listens on loopback only (127.0.0.1, ::1, localhost)", field, raw)
+	host, port, err := net.SplitHostPort(u.Host)
+	if u.Scheme != scheme || err != nil || u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("etcdembed: Config.%s %q: want %s://HOST:PORT", field, raw, scheme)
+	}
+	if ip := net.ParseIP(host); !secure && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("etcdembed: Config.%s %q: without TLS the embedded etcd listens on loopback only (127.0.0.1, ::1, localhost)", field, raw)
 	}
 	if port == "0" {
 		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))

@@ -28,6 +28,15 @@ func TestConfigErrors(t *testing.T) {
 		{"not loopback", func(c *etcdembed.Config) { c.ClientURL = "http://0.0.0.0:0" }},
 		{"https", func(c *etcdembed.Config) { c.PeerURL = "https://127.0.0.1:0" }},
 		{"no port", func(c *etcdembed.Config) { c.ClientURL = "http://127.0.0.1" }},
+		{"tls on http", func(c *etcdembed.Config) {
+			c.TLS = &etcdembed.ServerTLS{CertFile: "c", KeyFile: "k", ClientCAFile: "ca"}
+		}},
+		{"tls without a client CA", func(c *etcdembed.Config) {
+			c.ClientURL, c.TLS = "https://127.0.0.1:0", &etcdembed.ServerTLS{CertFile: "c", KeyFile: "k"}
+		}},
+		{"tls files missing", func(c *etcdembed.Config) {
+			c.ClientURL, c.TLS = "https://127.0.0.1:0", &etcdembed.ServerTLS{CertFile: "/nonexistent/c", KeyFile: "/nonexistent/k", ClientCAFile: "/nonexistent/ca"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := etcdembed.DefaultConfig(t.TempDir())

@@ -59,8 +59,12 @@ type Config struct {
 	DialTimeout time.Duration
 	// RequestTimeout bounds each request whose ctx has no deadline.
 	RequestTimeout time.Duration
-	// TLS configures the client's TLS; nil dials plaintext.
+	// TLS configures the client's TLS (the endpoints are then https://);
+	// nil dials plaintext. ClientTLS builds one from etcdctl-style files.
 	TLS *tls.Config
+	// Username and Password authenticate to an etcd with auth enabled;
+	// empty Username sends none. The password is never logged.
+	Username, Password string
 	// Log receives the store's logs and the etcd client's errors; nil is
 	// slog.Default().
 	Log *slog.Logger
@@ -74,7 +78,9 @@ func DefaultConfig() Config {
 		DialTimeout:    5 * time.Second,                   // fail a start against a dead etcd quickly
 		RequestTimeout: 5 * time.Second,                   // several election timeouts: rides out a leader change
 		TLS:            nil,                               // plaintext: the embedded etcd listens on loopback only
-		Log:            slog.Default(),                    // the process's logger
+		Username:       "",                                // etcd's auth is off unless the operator enables it
+		Password:       "",
+		Log:            slog.Default(), // the process's logger
 	}
 }
 
@@ -103,6 +109,9 @@ func Open(cfg Config) (*Store, error) {
 	if !strings.HasPrefix(cfg.Prefix, "/") || !strings.HasSuffix(cfg.Prefix, "/") {
 		return nil, fmt.Errorf("store: Config.Prefix %q must start and end with \"/\" (default \"/moemesh/\")", cfg.Prefix)
 	}
+	if cfg.Password != "" && cfg.Username == "" {
+		return nil, errors.New("store: Config.Password without Username; give both (etcd's --user NAME:PASSWORD)")
+	}
 	if cfg.DialTimeout <= 0 || cfg.RequestTimeout <= 0 {
 		return nil, fmt.Errorf("store: Config.DialTimeout %v and RequestTimeout %v must be positive (default 5s)", cfg.DialTimeout, cfg.RequestTimeout)
 	}
@@ -114,6 +123,8 @@ func Open(cfg Config) (*Store, error) {
 		Endpoints:   cfg.Endpoints,
 		DialTimeout: cfg.DialTimeout,
 		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
 		Logger:      zapslog.New(log.With("component", "etcd-client"), zapcore.ErrorLevel),
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			// Reconnect within a second of etcd coming back, so leases

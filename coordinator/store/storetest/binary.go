@@ -10,22 +10,35 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+
 	"github.com/moemesh/moemesh/internal/syncio"
 )
 
 // startBinary runs the etcd binary and waits until /health answers.
 func (e *Etcd) startBinary() (func(), error) {
 	bin := os.Getenv("MOEMESH_ETCD_BIN")
-	cmd := exec.Command(bin,
+	args := []string{
 		"--name", "storetest",
 		"--data-dir", e.dir,
 		"--listen-client-urls", e.clientURL,
 		"--advertise-client-urls", e.clientURL,
 		"--listen-peer-urls", e.peerURL,
 		"--initial-advertise-peer-urls", e.peerURL,
-		"--initial-cluster", "storetest="+e.peerURL,
+		"--initial-cluster", "storetest=" + e.peerURL,
 		"--log-level", "error",
-	)
+	}
+	hc := http.DefaultClient
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.tls.CertFile, "--key-file", e.tls.KeyFile,
+			"--trusted-ca-file", e.tls.CAFile, "--client-cert-auth")
+		tc, err := transport.TLSInfo{CertFile: e.tls.CertFile, KeyFile: e.tls.KeyFile, TrustedCAFile: e.tls.CAFile}.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("storetest: health check TLS: %w", err)
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
+	}
+	cmd := exec.Command(bin, args...)
 	stderr := syncio.Buffer{Limit: 64 << 10}
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.SysProcAttr = procAttr()
@@ -46,7 +59,7 @@ func (e *Etcd) startBinary() (func(), error) {
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if healthy(e.clientURL) {
+		if healthy(hc, e.clientURL) {
 			return stop, nil
 		}
 		select {
@@ -62,14 +75,14 @@ func (e *Etcd) startBinary() (func(), error) {
 }
 
 // healthy reports whether etcd at url answers /health with health true.
-func healthy(url string) bool {
+func healthy(hc *http.Client, url string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return false
 	}

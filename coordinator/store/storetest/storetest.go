@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ type Etcd struct {
 	dir       string
 	clientURL string
 	peerURL   string
+	tls       *TLS
 	mu        sync.Mutex
 	stop      func() // stops the running server; nil when stopped
 }
@@ -63,13 +65,33 @@ type Etcd struct {
 // process is killed even if the test fails, and dies with the test process.
 func Start(t testing.TB, kind Kind) *Etcd {
 	t.Helper()
+	return start(t, kind, nil)
+}
+
+// TLS are the files of an etcd serving its clients over TLS with client
+// certificate authentication (etcd's --cert-file, --key-file,
+// --trusted-ca-file, --client-cert-auth). The certificate must allow
+// client auth too: the test's health check presents it.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// StartTLS is Start with the client URL served over TLS: Endpoints are
+// https and a client needs a certificate signed by tls.CAFile.
+func StartTLS(t testing.TB, kind Kind, tls TLS) *Etcd {
+	t.Helper()
+	return start(t, kind, &tls)
+}
+
+func start(t testing.TB, kind Kind, tls *TLS) *Etcd {
+	t.Helper()
 	if kind != Embedded && kind != Binary {
 		t.Fatalf("storetest: unknown kind %q", kind)
 	}
 	if kind == Binary && os.Getenv("MOEMESH_ETCD_BIN") == "" {
 		t.Fatal("storetest: kind binary needs MOEMESH_ETCD_BIN")
 	}
-	e := &Etcd{t: t, kind: kind}
+	e := &Etcd{t: t, kind: kind, tls: tls}
 	base := t.TempDir() // removed after e.Stop: cleanups run last-registered first
 	t.Cleanup(e.Stop)
 	var err error
@@ -79,6 +101,9 @@ func Start(t testing.TB, kind Kind) *Etcd {
 		e.dir = filepath.Join(base, fmt.Sprint(attempt))
 		if e.clientURL, err = freeURL(); err != nil {
 			break
+		}
+		if tls != nil {
+			e.clientURL = "https" + strings.TrimPrefix(e.clientURL, "http")
 		}
 		if e.peerURL, err = freeURL(); err != nil {
 			break
@@ -140,6 +165,9 @@ func (e *Etcd) startEmbedded() (func(), error) {
 	cfg.ClientURL, cfg.PeerURL = e.clientURL, e.peerURL
 	cfg.Log = nil
 	cfg.StartTimeout = startTimeout
+	if e.tls != nil {
+		cfg.TLS = &etcdembed.ServerTLS{CertFile: e.tls.CertFile, KeyFile: e.tls.KeyFile, ClientCAFile: e.tls.CAFile}
+	}
 	srv, err := etcdembed.Start(context.Background(), cfg)
 	if err != nil {
 		return nil, err
