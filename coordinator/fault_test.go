@@ -149,8 +149,11 @@ func TestStaleStepFrame(t *testing.T) {
 	if err == nil {
 		t.Fatal("step 2 succeeded with a stale frame")
 	}
-	if code := status.Code(err); code != codes.Aborted && code != codes.DeadlineExceeded {
-		t.Errorf("status %v, want Aborted or DeadlineExceeded: %v", code, err)
+	// The receiver refuses the frame (ABORTED) and closes the link to its
+	// sender, so the sender may report that peer lost (UNAVAILABLE) before
+	// the receiver's answer arrives; either names the failed step.
+	if code := status.Code(err); code != codes.Aborted && code != codes.DeadlineExceeded && code != codes.Unavailable {
+		t.Errorf("status %v, want Aborted, Unavailable or DeadlineExceeded: %v", code, err)
 	}
 	if took := time.Since(start); took > c.driver.StepTimeout+2*time.Second {
 		t.Errorf("failure took %v", took)

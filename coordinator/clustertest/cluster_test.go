@@ -183,7 +183,13 @@ func TestLeaderFailover(t *testing.T) {
 func TestEtcdOutage(t *testing.T) {
 	for _, kind := range storetest.Kinds(t) {
 		t.Run(string(kind), func(t *testing.T) {
-			c := Processes(binary).Start(t, Config{Model: modelDir, Workers: 2, Spares: 1, Etcd: kind, LeaseTTL: 5 * time.Second, WorkerTTL: 5 * time.Second})
+			// A leader keeps serving while etcd is away only as long as
+			// its election lease would live (the etcd client gives the
+			// session up after one TTL without a keep-alive answer, and
+			// the leader steps down: the safe choice). The three
+			// generations below take a few seconds; on a loaded machine
+			// more, so the TTLs leave ample room.
+			c := Processes(binary).Start(t, Config{Model: modelDir, Workers: 2, Spares: 1, Etcd: kind, LeaseTTL: 20 * time.Second, WorkerTTL: 20 * time.Second})
 			lead := Leader(t, c, 60*time.Second)
 			want := generate(t, lead.Addr(), request(true), nil)
 			c.Etcd().Stop()
@@ -196,6 +202,10 @@ func TestEtcdOutage(t *testing.T) {
 				t.Errorf("leader unhealthy while etcd is down")
 			}
 			c.Etcd().Start()
+			// Leadership survives a short outage; if the machine was slow
+			// enough for the lease to lapse, the coordinator campaigns
+			// again, so wait for a leader rather than assume one.
+			lead = Leader(t, c, 60*time.Second)
 			var killed time.Time
 			got := generate(t, lead.Addr(), request(true), killAt(t, c.Workers()[0], 16, &killed))
 			if diff := cmp.Diff(want.Tokens, got.Tokens); diff != "" {
