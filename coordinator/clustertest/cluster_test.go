@@ -69,7 +69,10 @@ func etcdKind(t *testing.T, r Runner) storetest.Kind {
 // request is a long generation with a fixed prompt: greedy, or seeded
 // sampling with every filter and a penalty.
 func request(seeded bool) *infpb.GenerateRequest {
-	r := &infpb.GenerateRequest{Prompt: "Tell me about mixtures of experts.", ChatTemplate: true, MaxTokens: 96, IgnoreEos: true}
+	// Greedy is asked for explicitly: an unset temperature takes the
+	// model's generation_config.json value and an unset seed is random.
+	r := &infpb.GenerateRequest{Prompt: "Tell me about mixtures of experts.", ChatTemplate: true, MaxTokens: 96, IgnoreEos: true,
+		Sampling: &infpb.SamplingParams{Temperature: ptr(float32(0))}}
 	if seeded {
 		f := func(v float32) *float32 { return &v }
 		k, seed := int32(20), uint64(7)
