@@ -176,6 +176,19 @@ func TestHostilePeer(t *testing.T) {
 					}
 				}
 			}
+			if errors.Is(tc.cause, ErrQueueFull) && tc.frames != nil {
+				// Let worker 1 take in the whole flood before the
+				// operation looks at its queue: an operation already
+				// waiting meets the first wrong-step frame before the
+				// limit is reached, which fails it as a wrong step.
+				deadline := time.Now().Add(hostileTimeout)
+				for h.m[1].links[0].failure() == nil {
+					if time.Now().After(deadline) {
+						t.Fatalf("worker 1 accepted the flood for %v", hostileTimeout)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
 			op := tc.op
 			if op == nil {
 				op = func(m *Mesh) error {
