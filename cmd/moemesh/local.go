@@ -201,7 +201,9 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 	for i := range n {
 		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close",
 			"--etcd-endpoints", endpoints[0], "--etcd-prefix", o.coord.Etcd.Prefix, "--id", fmt.Sprintf("w%d", i),
-			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String()}, o.TLS.workerArgs(i)...)...)
+			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String(),
+			// The workers load only the model this command serves.
+			"--model-root", o.coord.Model}, o.TLS.workerArgs(i)...)...)
 		cmd.Stderr = stderr
 		cmd.Env = append(workerEnv(), fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/max(o.Workers, 1))))
 		in, err := cmd.StdinPipe()
