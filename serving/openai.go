@@ -253,28 +253,37 @@ func oaTop(m *served, l logprob) oaTopLogprob {
 	return oaTopLogprob{Token: l.text, Logprob: l.lp, Bytes: ints}
 }
 
+// begin decodes an HTTP request into req, finds the model it names, makes
+// its generation spec and starts the generation: the common opening of the
+// OpenAI endpoints. The caller writes the error, if any.
+func begin[R any](s *Server, w http.ResponseWriter, r *http.Request, req *R, model func(*R) string,
+	makeSpec func(*served, *R) (genSpec, error)) (*served, genSpec, *generation, error) {
+	if err := s.decode(w, r, req); err != nil {
+		return nil, genSpec{}, nil, err
+	}
+	m, err := s.models.get(model(req))
+	if err != nil {
+		return nil, genSpec{}, nil, err
+	}
+	spec, err := makeSpec(m, req)
+	if err != nil {
+		return nil, genSpec{}, nil, err
+	}
+	g, err := s.startGeneration(r.Context(), m, spec)
+	if err != nil {
+		return nil, genSpec{}, nil, err
+	}
+	return m, spec, g, nil
+}
+
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	var req chatCompletionRequest
-	if err := s.decode(w, r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	m, err := s.models.get(req.Model)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	spec, err := s.chatSpec(m, &req)
+	m, spec, g, err := begin(s, w, r, &req, func(req *chatCompletionRequest) string { return req.Model }, s.chatSpec)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	ctx := r.Context()
-	g, err := s.startGeneration(ctx, m, spec)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	defer g.close()
 	resp := oaChatResponse{ID: newID("chatcmpl-"), Created: time.Now().Unix(), Model: m.name}
 	toolCalls := func(p piece) []oaToolCall {
@@ -407,26 +416,12 @@ func completionPrompt(m *served, raw json.RawMessage) ([]int32, error) {
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	if err := s.decode(w, r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	m, err := s.models.get(req.Model)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	spec, err := s.completionSpec(m, &req)
+	m, spec, g, err := begin(s, w, r, &req, func(req *completionRequest) string { return req.Model }, s.completionSpec)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	ctx := r.Context()
-	g, err := s.startGeneration(ctx, m, spec)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	defer g.close()
 	resp := oaCompletionResponse{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: m.name}
 	offset := 0

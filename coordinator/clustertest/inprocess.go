@@ -152,7 +152,7 @@ func (w *ipWorker) Resume(testing.TB) error { return ErrUnsupported }
 type ipCoordinator struct {
 	id        string
 	c         *control.Coordinator
-	srv       *serving.Servers
+	srv       *serving.Server
 	st        *store.Store
 	grpc, htp string
 	once      sync.Once
@@ -184,10 +184,13 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 		t.Fatal(err)
 	}
 	sched.SetHealth(m.c.Health)
-	m.srv = serving.Serve(l, struct {
-		*control.Coordinator
-		*scheduler.Service
-	}{m.c, sched})
+	m.srv, err = serving.New(serving.DefaultConfig(), serving.Deps{Submitter: sched, Model: m.c, Health: m.c})
+	if err != nil {
+		m.c.Close()
+		l.Close()
+		t.Fatal(err)
+	}
+	m.srv.Serve(l)
 	t.Cleanup(func() { m.stop(false) })
 	return m
 }
