@@ -90,6 +90,14 @@ type coordinatorOptions struct {
 	Serving serving.Config
 	// TLS is the coordinator's certificate towards the workers (clustertls.go).
 	TLS clusterTLSFlags
+	// AdminTokenFile holds the operator token of the admin API (also
+	// read from $MOEMESH_ADMIN_TOKEN).
+	AdminTokenFile string
+	// SpareSlots are the free expert slots each worker keeps per MoE
+	// layer for rebalancing replicas; MaxMoves is a rebalance's default
+	// bound on expert copies loaded (0: none).
+	SpareSlots int
+	MaxMoves   int
 }
 
 func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
@@ -117,6 +125,9 @@ func (o *coordinatorOptions) AddFlags(cmd *cobra.Command) {
 	f.Int64Var(&o.Serving.MaxBodyBytes, "max-request-bytes", o.Serving.MaxBodyBytes, "largest HTTP request body and gRPC message")
 	f.IntVar(&o.Serving.MaxPromptTokens, "max-prompt-tokens", 0, "largest prompt in tokens (0: the context bounds it)")
 	f.IntVar(&o.Serving.MaxStreamsPerKey, "max-streams-per-key", 0, "generations running at once per API key, server-wide without keys (0: no bound)")
+	f.StringVar(&o.AdminTokenFile, "admin-token-file", "", "file holding the admin API's operator token (rebalance, drain, uncordon); also read from $MOEMESH_ADMIN_TOKEN; none: those operations are refused")
+	f.IntVar(&o.SpareSlots, "expert-spare-slots", 0, "free expert slots per worker and MoE layer that a rebalance may fill with replicas of hot experts (each costs one expert's weights when used)")
+	f.IntVar(&o.MaxMoves, "rebalance-max-moves", 0, "default bound on the expert copies one rebalance loads (0: no bound)")
 }
 
 func (o *coordinatorOptions) Validate() error {
@@ -131,6 +142,9 @@ func (o *coordinatorOptions) Validate() error {
 	}
 	if o.ExpertReplicas < 0 {
 		return usagef("--expert-replicas must be non-negative, got %d", o.ExpertReplicas)
+	}
+	if o.SpareSlots < 0 || o.MaxMoves < 0 {
+		return usagef("--expert-spare-slots (%d) and --rebalance-max-moves (%d) must be non-negative", o.SpareSlots, o.MaxMoves)
 	}
 	if o.WireDType != "f32" && o.WireDType != "bf16" {
 		return usagef("--wire-dtype %q: allowed values are f32, bf16", o.WireDType)

@@ -32,6 +32,10 @@ type workerOptions struct {
 	LeaseTTL         time.Duration
 	TLS              clusterTLSFlags
 	Roots            modelRootFlags
+	// StatsInterval and StatsWindow pace the expert statistics the
+	// worker publishes to etcd (stats/experts/<id>).
+	StatsInterval time.Duration
+	StatsWindow   time.Duration
 }
 
 func newWorkerCmd(s IOStreams) *cobra.Command {
@@ -52,6 +56,8 @@ func newWorkerCmd(s IOStreams) *cobra.Command {
 	cmd.Flags().StringVar(&o.ID, "id", "", "worker name in etcd and the memberlist (default: w-<hostname>-<port>)")
 	cmd.Flags().StringVar(&o.GossipAddr, "gossip-addr", "127.0.0.1:0", "memberlist address (host:port; port 0 picks one)")
 	cmd.Flags().DurationVar(&o.LeaseTTL, "lease-ttl", agent.DefaultConfig().LeaseTTL, "registration lease in etcd: a worker that stops answering is removed (fenced) within it")
+	cmd.Flags().DurationVar(&o.StatsInterval, "expert-stats-interval", agent.DefaultConfig().StatsInterval, "how often the worker publishes its routed-token counts to etcd")
+	cmd.Flags().DurationVar(&o.StatsWindow, "expert-stats-window", agent.DefaultConfig().StatsWindow, "the window the published counts sum over")
 	o.Etcd.AddFlags(cmd)
 	o.TLS.AddFlags(cmd)
 	o.Roots.AddFlags(cmd)

@@ -42,6 +42,11 @@ type Config struct {
 	// are set by the agent).
 	Gossip membership.Config
 	Log    *slog.Logger
+	// StatsInterval is how often the worker's routed-token counts are
+	// published to etcd (stats/experts/<id>); StatsWindow is the window
+	// the published sums cover. A zero interval publishes nothing.
+	StatsInterval time.Duration
+	StatsWindow   time.Duration
 	// Crash, when closed, stops the agent as a crash would: no leave, no
 	// revocation (the lease expires by itself). Tests use it.
 	Crash <-chan struct{}
@@ -56,6 +61,8 @@ func DefaultConfig() Config {
 		LoadTimeout:   5 * time.Minute,        // loading a large shard from disk
 		RetryInterval: 200 * time.Millisecond, // registration retries while etcd or an old lease is in the way
 		Gossip:        membership.DefaultConfig(),
+		StatsInterval: 10 * time.Second, // a rebalance looks at minutes of traffic; etcd sees one small write per worker per interval
+		StatsWindow:   5 * time.Minute,  // long enough to smooth bursts, short enough to follow a shift in the workload
 	}
 }
 
