@@ -128,6 +128,14 @@ type HostWrapper interface {
 	WrapBF16(s []uint16) Buffer
 }
 
+// FreqRoPE is implemented by backends that rotate with inverse frequencies
+// the caller computes (YaRN and other scaled RoPE variants).
+type FreqRoPE interface {
+	// RoPEFreq is RoPE with inv_freq given: pair (j, j+headDim/2) of every
+	// head of row r turns by pos[r]·invFreq[j]; len(invFreq) ≥ headDim/2.
+	RoPEFreq(x Buffer, rows, heads, headDim int, pos []int32, invFreq []float64)
+}
+
 // GroupedMatMul is implemented by backends that can run many small matmuls
 // with different weights in one launch (the experts of a MoE layer).
 // For each group g: out_g[m_g, n] = x_g[m_g, k] · w_gᵀ, where x_g and out_g are

@@ -24,6 +24,7 @@ var (
 	_ Backend       = (*CPU)(nil)
 	_ HostWrapper   = (*CPU)(nil)
 	_ GroupedMatMul = (*CPU)(nil)
+	_ FreqRoPE      = (*CPU)(nil)
 )
 
 // CPUOption configures NewCPU.
