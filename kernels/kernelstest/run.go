@@ -23,6 +23,8 @@ func Run(t *testing.T, newBackend func() kernels.Backend) {
 		{"Buffers", testBuffers},
 		{"MatMul", testMatMul},
 		{"MatMulLarge", testMatMulLarge},
+		{"MatMulFP8", testMatMulFP8},
+		{"WrapFP8Rejects", testWrapFP8Rejects},
 		{"GroupedMatMul", testGroupedMatMul},
 		{"Add", testAdd},
 		{"RMSNorm", testRMSNorm},
