@@ -82,6 +82,10 @@ type Config struct {
 	// accepts null/absent, rope_type "default" and "yarn".
 	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
 
+	// QuantizationConfig is kept verbatim; see ParseQuantConfig. Validate
+	// accepts null/absent and block-wise fp8 (e4m3, dynamic activations).
+	QuantizationConfig json.RawMessage `json:"quantization_config,omitempty"`
+
 	// HiddenAct must be "silu" (the default when absent).
 	HiddenAct string `json:"hidden_act,omitempty"`
 	// AttentionBias must be false: Qwen3 has no q/k/v/o bias.
@@ -147,6 +151,9 @@ func (c *Config) UnmarshalJSON(data []byte) error {
 	}
 	if bytes.Equal(bytes.TrimSpace(c.RopeScaling), []byte("null")) {
 		c.RopeScaling = nil
+	}
+	if bytes.Equal(bytes.TrimSpace(c.QuantizationConfig), []byte("null")) {
+		c.QuantizationConfig = nil
 	}
 	bos, err := tokenIDs("bos_token_id", aux.BOS)
 	if err != nil {
@@ -397,6 +404,9 @@ func (c *Config) Validate() error {
 		return configErr("rope_theta", "rope_theta (%g) must be positive", c.RopeTheta)
 	}
 	if err := c.validateRope(); err != nil {
+		return err
+	}
+	if _, err := ParseQuantConfig(c.QuantizationConfig); err != nil {
 		return err
 	}
 	if c.HiddenAct != "silu" {

@@ -112,7 +112,7 @@ func (g goldenPrompt) wantRow(p int) []float32 {
 
 // fixtures: tiny-a (f32), tiny-c (bf16), tiny-ay (YaRN, a 300-token
 // prompt beyond its original 64 positions), tiny-af (FP8 block-quantized).
-var fixtures = []string{"tiny-a", "tiny-c", "tiny-ay"}
+var fixtures = []string{"tiny-a", "tiny-c", "tiny-ay", "tiny-af"}
 
 // goldenBlocks holds every fixture's prompts at once in blocks of 4.
 const goldenBlocks = 160
