@@ -101,7 +101,8 @@ func readPromptFile(path string, stdin io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// errContextFull is wrapped by checkContext's errors.
+// errContextFull is wrapped by checkContext's errors; one beyond the KV
+// cache --context sizes wraps scheduler.ErrKVFull too.
 var errContextFull = errors.New("the prompt does not fit")
 
 // checkContext reports, before any work, a sequence of need positions
@@ -126,7 +127,7 @@ func checkContext(cfg *model.Config, c *clusterFlags, prompt, gen int) error {
 		return nil
 	}
 	if c.contextSet == nil || c.contextSet() {
-		return &usageError{fmt.Errorf("%w: the prompt is %d tokens and %d more are to be generated, %d in all, but --context is %d: raise --context to %d (the model takes up to %d)", errContextFull, prompt, gen, need, c.ContextTokens, need, limit)}
+		return &usageError{fmt.Errorf("%w (%w): the prompt is %d tokens and %d more are to be generated, %d in all, but --context is %d: raise --context to %d (the model takes up to %d)", errContextFull, scheduler.ErrKVFull, prompt, gen, need, c.ContextTokens, need, limit)}
 	}
 	c.ContextTokens = (need + kvBlockSize - 1) / kvBlockSize * kvBlockSize
 	c.ContextTokens = min(c.ContextTokens, limit)
