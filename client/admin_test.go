@@ -80,18 +80,27 @@ func (f *fakeAdmin) Drain(req *adminv1.DrainRequest, srv grpc.ServerStreamingSer
 	return f.endErr
 }
 
-func startAdmin(t *testing.T, f *fakeAdmin) string {
-	t.Helper()
+// serveAdmin runs f on a loopback port until stop.
+func serveAdmin(f *fakeAdmin) (addr string, stop func(), err error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	srv := grpc.NewServer()
 	adminv1.RegisterAdminServiceServer(srv, f)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Stop(); <-done })
-	return lis.Addr().String()
+	return lis.Addr().String(), func() { srv.Stop(); <-done }, nil
+}
+
+func startAdmin(t *testing.T, f *fakeAdmin) string {
+	t.Helper()
+	addr, stop, err := serveAdmin(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return addr
 }
 
 // deadAddr is a loopback address nothing listens on.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -216,13 +217,24 @@ func confirm(in io.Reader, w io.Writer, question string) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("reading the answer: %w", err)
 	}
+	// A terminal echoed the answer and its newline; piped input did not.
+	if !terminal(in) {
+		fmt.Fprintln(w)
+	}
 	if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
 		return nil
 	}
-	if !strings.HasSuffix(line, "\n") {
-		fmt.Fprintln(w)
-	}
 	return errDeclined
+}
+
+// terminal reports whether r is a terminal.
+func terminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // follow prints each progress message of st as a line on w and returns
