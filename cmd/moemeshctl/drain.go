@@ -81,7 +81,7 @@ func (o *drainOptions) Run() error {
 		wd.ID, wd.State, place, dash(wd.Device), wd.ExpertSlots, humanBytes(wd.ResidentWeightBytes))
 	fmt.Fprintf(human, "its experts and heads move to the other workers or a spare; then it is cordoned and serves nothing until `moemeshctl uncordon %s`\n", wd.ID)
 	if !o.Yes {
-		if err := confirm(o.g.streams.In, human, fmt.Sprintf("Drain %s?", wd.ID)); err != nil {
+		if err := confirm(o.g.ctx, o.g.streams.In, human, fmt.Sprintf("Drain %s?", wd.ID)); err != nil {
 			return err
 		}
 	}

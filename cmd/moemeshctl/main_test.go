@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"flag"
 	"os"
 	"path/filepath"
@@ -440,5 +443,36 @@ func TestEndpointsFlag(t *testing.T) {
 	r := runCLI(t, map[string]string{envEndpoints: deadAddr(t)}, "", "status", "--endpoints", serveFake(t, fake))
 	if r.code != ExitOK {
 		t.Fatalf("exit %d: %s", r.code, r.errOut)
+	}
+}
+
+// cancelReader cancels the command's context when the prompt reads, then
+// blocks until the test ends, as a terminal would while Ctrl-C arrives.
+type cancelReader struct {
+	cancel  context.CancelFunc
+	release chan struct{}
+}
+
+func (r cancelReader) Read([]byte) (int, error) {
+	r.cancel()
+	<-r.release
+	return 0, io.EOF
+}
+
+func TestPromptInterrupted(t *testing.T) {
+	fake := newCannedFake()
+	e := env(serveFake(t, fake))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var out, errOut bytes.Buffer
+	s := IOStreams{In: cancelReader{cancel: cancel, release: release}, Out: &out, ErrOut: &errOut}
+	code := run(ctx, []string{"rebalance", "--apply"}, s, func(k string) string { return e[k] })
+	if code != ExitCancelled {
+		t.Errorf("exit %d, want %d; stderr: %s", code, ExitCancelled, errOut.String())
+	}
+	if diff := cmp.Diff([]string{"PlanRebalance"}, fake.Calls()); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -110,7 +111,7 @@ func (o *rebalanceOptions) Run() error {
 	}
 	if !o.Yes {
 		q := fmt.Sprintf("Apply %d moves (%s to load) to epoch %d?", len(plan.GetMoves()), humanBytes(plan.GetBytes()), plan.GetFromEpoch())
-		if err := confirm(o.g.streams.In, human, q); err != nil {
+		if err := confirm(o.g.ctx, o.g.streams.In, human, q); err != nil {
 			return err
 		}
 	}
@@ -210,18 +211,34 @@ func (g *globalOptions) result(doc document) error {
 }
 
 // confirm asks question on w and reads one line of in: y or yes (any
-// case) goes on; anything else, or no answer, is errDeclined.
-func confirm(in io.Reader, w io.Writer, question string) error {
+// case) goes on; anything else, or no answer, is errDeclined. A signal
+// (ctx done) ends the wait; the read is then left to the process's exit.
+func confirm(ctx context.Context, in io.Reader, w io.Writer, question string) error {
 	fmt.Fprintf(w, "%s [y/N] ", question)
-	line, err := bufio.NewReader(in).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("reading the answer: %w", err)
+	type answer struct {
+		line string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		line, err := bufio.NewReader(in).ReadString('\n')
+		got <- answer{line, err}
+	}()
+	var a answer
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(w)
+		return ctx.Err()
+	case a = <-got:
+	}
+	if a.err != nil && !errors.Is(a.err, io.EOF) {
+		return fmt.Errorf("reading the answer: %w", a.err)
 	}
 	// A terminal echoed the answer and its newline; piped input did not.
 	if !terminal(in) {
 		fmt.Fprintln(w)
 	}
-	if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
+	if v := strings.ToLower(strings.TrimSpace(a.line)); v == "y" || v == "yes" {
 		return nil
 	}
 	return errDeclined
