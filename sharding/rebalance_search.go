@@ -21,6 +21,7 @@ type layerState struct {
 	// Scratch for best: per-worker expert lists, per-expert owner lists,
 	// workers by load, and the load changes of the step being evaluated.
 	lists, owners [][]int
+	shares        []float64 // shares[e] = share(e) while best runs
 	order         []int
 	delta         []float64
 	stamp         []int
@@ -34,7 +35,7 @@ func newLayerState(p *Placement, load []float64, slots int, vacate []bool) *laye
 		hold: make([]bool, p.Workers*p.Experts), orig: make([]bool, p.Workers*p.Experts),
 		count: make([]int, p.Workers), copies: make([]int, p.Experts),
 		active: make([]bool, p.Workers), wl: make([]float64, p.Workers),
-		lists: make([][]int, p.Workers), owners: make([][]int, p.Experts),
+		lists: make([][]int, p.Workers), owners: make([][]int, p.Experts), shares: make([]float64, p.Experts),
 		order: make([]int, p.Workers), delta: make([]float64, p.Workers), stamp: make([]int, p.Workers),
 	}
 	for w, es := range p.Slots {
@@ -328,6 +329,7 @@ func (s *layerState) best(maxCost int, minGain float64) (step, bool) {
 	}
 	for e := range s.experts {
 		s.owners[e] = s.owners[e][:0]
+		s.shares[e] = s.share(e)
 	}
 	for w := range s.workers {
 		for e := range s.experts {
@@ -351,19 +353,38 @@ func (s *layerState) best(maxCost int, minGain float64) (step, bool) {
 		if st.cost > maxCost {
 			return
 		}
-		s.shifts(st)
-		local := math.Inf(-1)
-		for _, w := range s.touched {
-			local = max(local, s.wl[w]+s.delta[w])
-		}
-		if local >= limit {
-			return
-		}
-		newMax := local
-		for _, w := range s.order {
-			if s.stamp[w] != s.gen {
-				newMax = max(newMax, s.wl[w])
-				break
+		var local, newMax float64
+		if st.kind == stepMove || st.kind == stepSwap {
+			// The common steps touch m and b only: d moves from m to b.
+			d := s.shares[st.e]
+			if st.kind == stepSwap {
+				d -= s.shares[st.f]
+			}
+			if local = max(s.wl[m]+(-d), s.wl[st.to]+d); local >= limit {
+				return
+			}
+			newMax = local
+			for _, w := range s.order {
+				if w != m && w != st.to {
+					newMax = max(newMax, s.wl[w])
+					break
+				}
+			}
+		} else {
+			s.shifts(st)
+			local = math.Inf(-1)
+			for _, w := range s.touched {
+				local = max(local, s.wl[w]+s.delta[w])
+			}
+			if local >= limit {
+				return
+			}
+			newMax = local
+			for _, w := range s.order {
+				if s.stamp[w] != s.gen {
+					newMax = max(newMax, s.wl[w])
+					break
+				}
 			}
 		}
 		st.local = local
@@ -375,10 +396,14 @@ func (s *layerState) best(maxCost int, minGain float64) (step, bool) {
 			bestStep, found = st, true
 		}
 	}
+	// The checks on wl[b] before each try are the test try makes on
+	// worker b, done first because most candidates fail it.
 	for _, e := range s.lists[m] {
 		if s.load[e] == 0 {
 			continue
 		}
+		se := s.shares[e]
+		split := s.load[e] / float64(s.copies[e]+1) // each copy's share with one more
 		if s.copies[e] >= 2 {
 			try(step{kind: stepDrop, e: e, from: m})
 		}
@@ -386,17 +411,27 @@ func (s *layerState) best(maxCost int, minGain float64) (step, bool) {
 			if b == m || !s.active[b] || s.holds(b, e) {
 				continue
 			}
-			if s.count[b] < s.slots {
-				try(step{kind: stepMove, e: e, from: m, to: b})
-				try(step{kind: stepReplicate, e: e, from: m, to: b})
+			full := s.count[b] >= s.slots
+			if !full {
+				if s.wl[b]+se < limit {
+					try(step{kind: stepMove, e: e, from: m, to: b})
+				}
+				if s.wl[b]+split < limit {
+					try(step{kind: stepReplicate, e: e, from: m, to: b})
+				}
 			}
 			for _, f := range s.lists[b] {
-				if s.share(f) < s.share(e) && !s.holds(m, f) {
+				sf := s.shares[f]
+				if sf < se && s.wl[b]+se-sf < limit && !s.holds(m, f) {
 					try(step{kind: stepSwap, e: e, from: m, to: b, f: f})
 				}
-				if s.count[b] >= s.slots && s.copies[f] >= 2 {
-					try(step{kind: stepDropMove, e: e, from: m, to: b, f: f})
-					try(step{kind: stepDropReplicate, e: e, from: m, to: b, f: f})
+				if full && s.copies[f] >= 2 {
+					if s.wl[b]-sf+se < limit {
+						try(step{kind: stepDropMove, e: e, from: m, to: b, f: f})
+					}
+					if s.wl[b]-sf+split < limit {
+						try(step{kind: stepDropReplicate, e: e, from: m, to: b, f: f})
+					}
 				}
 			}
 		}
