@@ -132,7 +132,7 @@ func DefaultConfig() Config {
 		PollInterval: 20 * time.Millisecond, // loading the tiny model takes ~50 ms
 		Gossip:       membership.DefaultConfig(),
 		StatsMaxAge:  time.Minute, // six of the workers' default 10 s publishing intervals
-		DialOptions:  nil, // plaintext: the process sets the cluster's mTLS (cmd/moemesh --cluster-tls-dir)
+		DialOptions:  nil,         // plaintext: the process sets the cluster's mTLS (cmd/moemesh --cluster-tls-dir)
 	}
 }
 
@@ -184,7 +184,7 @@ type Coordinator struct {
 	mu     sync.Mutex
 	health Health
 	term   Term
-	lead   *leading // nil unless leading
+	lead   *leading                   // nil unless leading
 	op     *adminpb.OperationProgress // the live operation in flight, if any
 
 	stop    context.CancelFunc

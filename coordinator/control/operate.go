@@ -37,10 +37,6 @@ var (
 	ErrPlacementChanged = errors.New("control: the placement moved to a new mesh")
 )
 
-
-
-
-
 // serving returns the leader's state when this coordinator leads and a
 // placement serves.
 func (c *Coordinator) serving() (*leading, error) {
