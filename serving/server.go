@@ -120,6 +120,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 			ad.token = &d
 		}
 		adminpb.RegisterAdminServiceServer(s.grpc, ad)
+		if err := s.metrics.reg.Register(newExpertCollector(d.Admin, s.models.servedName)); err != nil {
+			return nil, fmt.Errorf("serving: expert metrics: %w", err)
+		}
 	}
 	s.hs = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.hs)
