@@ -329,3 +329,57 @@ func TestWorkerDiesDuringApply(t *testing.T) {
 		t.Errorf("greedy output after (-want +got):\n%s", diff)
 	}
 }
+
+// TestDrainWithoutSpare: with no spare the drain shrinks the layout onto
+// the other worker (a new mesh: the stream in flight is re-prefilled and
+// still finishes with the undisturbed tokens); uncordon brings the worker
+// back into the next placement at the configured size.
+func TestDrainWithoutSpare(t *testing.T) {
+	c := InProcess.Start(t, Config{Model: modelDir, Workers: 2})
+	lead := Leader(t, c, 60*time.Second)
+	ad, ctx := Admin(t, lead), AdminCtx(context.Background(), c)
+	want := generate(t, lead.Addr(), request(false), nil)
+	members := func() []string {
+		st := consistent(t, c, ad, ctx)
+		var out []string
+		for _, w := range st.Workers {
+			if w.Index >= 0 {
+				out = append(out, w.Id)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	started, done := background(lead.Addr(), 8, nil)
+	<-started
+	s, err := ad.Drain(ctx, &adminpb.DrainRequest{WorkerId: "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := Follow(s); err != nil {
+		t.Fatalf("drain: %v (progress %v)", err, msgs)
+	}
+	if r := <-done; r.err != nil {
+		t.Fatalf("generation during the drain: %v", r.err)
+	} else if diff := cmp.Diff(want.Tokens, r.out.Tokens); diff != "" {
+		t.Errorf("greedy output across a drain onto a smaller layout (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"w0"}, members()); diff != "" {
+		t.Errorf("members after the drain (-want +got):\n%s", diff)
+	}
+
+	started, done = background(lead.Addr(), 8, nil)
+	<-started
+	if u, err := ad.Uncordon(ctx, &adminpb.UncordonRequest{WorkerId: "w1"}); err != nil || !u.WasCordoned {
+		t.Fatalf("uncordon: %v, %v", u, err)
+	}
+	if r := <-done; r.err != nil {
+		t.Fatalf("generation during the uncordon: %v", r.err)
+	} else if diff := cmp.Diff(want.Tokens, r.out.Tokens); diff != "" {
+		t.Errorf("greedy output across the uncordon (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"w0", "w1"}, members()); diff != "" {
+		t.Errorf("members after the uncordon (-want +got):\n%s", diff)
+	}
+}

@@ -97,7 +97,33 @@ func (c *Coordinator) Uncordon(ctx context.Context, id string) (bool, error) {
 		}
 	}
 	c.log.Info("uncordoned", "worker", id, "was_cordoned", was)
+	if rec := ld.view.Load(); was && int(rec.GetLayout().GetWorkers()) < c.cfg.Workers {
+		// The layout shrank (a drain without a spare): grow it back now
+		// that a worker is free, by the same live path.
+		err = ld.operate(ctx, "uncordon", id, nil, func(op *operation) error { return ld.grow(op, id) })
+		if err != nil && !errors.Is(err, ErrBusy) {
+			return was, err
+		}
+	}
 	return was, nil
+}
+
+// grow re-plans the layout at its configured size when enough workers
+// are free; the caller holds placeMu.
+func (ld *leading) grow(op *operation, id string) error {
+	cands, err := ld.candidates(op.ctx, nil)
+	if err != nil {
+		return err
+	}
+	if len(cands) < ld.c.cfg.Workers {
+		ld.log.Info("uncordoned worker waits as a spare: too few workers to grow the layout", "worker", id, "candidates", len(cands))
+		return nil
+	}
+	p, err := planner.Initial(ld.cfg, cands, ld.options(0))
+	if err != nil {
+		return err
+	}
+	return ld.twoPhase(op, ld.record(p, 0, ld.publishedMesh+1, fmt.Sprintf("uncordon %s: layout back to %d workers", id, p.Layout.Workers)), p)
 }
 
 // operation is one live operation in flight.
