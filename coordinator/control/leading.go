@@ -211,7 +211,7 @@ func (ld *leading) initial(ctx context.Context) error {
 
 func (ld *leading) options(epoch uint64) planner.Options {
 	c := ld.c.cfg
-	return planner.Options{Workers: c.Workers, TP: c.TP, ExpertReplicas: c.ExpertReplicas, KVTokens: c.KVTokens, Epoch: epoch}
+	return planner.Options{Workers: c.Workers, TP: c.TP, ExpertReplicas: c.ExpertReplicas, SpareSlots: c.SpareSlots, KVTokens: c.KVTokens, Epoch: epoch}
 }
 
 // candidates lists the registered workers that answer Health, not in skip.
