@@ -31,7 +31,11 @@ type generateOptions struct {
 	Params         sampling.Params
 	Cluster        clusterFlags
 	Server         string
-	Timeout        time.Duration
+	// APIKey, TLSCA and TLS are --server's credentials (as bench --server's).
+	APIKey  string
+	TLSCA   string
+	TLS     bool
+	Timeout time.Duration
 
 	changed func(string) bool
 	in      io.Reader // stdin, for --prompt-file -
@@ -131,6 +135,9 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 	f.Float32Var(&o.Params.RepetitionPenalty, "repetition-penalty", 1, "divide positive (multiply negative) logits of tokens seen so far")
 	f.StringVar(&o.Server, "server", "", "generate through a running cluster's gRPC API at this address (see moemesh local)")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "with --server: deadline of the whole generation")
+	f.StringVar(&o.APIKey, "api-key", "", "with --server: API key sent as a bearer token")
+	f.StringVar(&o.TLSCA, "tls-ca", "", "with --server: use TLS, trusting the PEM CA certificates in this file")
+	f.BoolVar(&o.TLS, "tls", false, "with --server: use TLS with the system's root CAs (default: plaintext, as moemesh local serves)")
 	o.Cluster.AddFlags(cmd)
 	return cmd
 }

@@ -7,15 +7,27 @@ import (
 	"fmt"
 	"io"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"strings"
 
+	"github.com/moemesh/moemesh/client"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 )
 
-// runRemote generates through a running cluster's gRPC API.
+// runRemote generates through a running cluster's gRPC API, with the SDK
+// (retries and failover over the comma-separated addresses).
 func (o *generateOptions) runRemote(ctx context.Context, s IOStreams) error {
-	conn, err := grpc.NewClient(o.Server, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []client.Option{}
+	switch {
+	case o.TLSCA != "":
+		opts = append(opts, client.WithCAFile(o.TLSCA))
+	case o.TLS:
+	default:
+		opts = append(opts, client.WithInsecure())
+	}
+	if o.APIKey != "" {
+		opts = append(opts, client.WithAPIKey(o.APIKey))
+	}
+	conn, err := client.Dial(strings.Split(o.Server, ","), opts...)
 	if err != nil {
 		return usagef("--server %q: %v", o.Server, err)
 	}
@@ -33,7 +45,7 @@ func (o *generateOptions) runRemote(ctx context.Context, s IOStreams) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	stream, err := infpb.NewInferenceServiceClient(conn).Generate(ctx, req, grpc.WaitForReady(false))
+	stream, err := conn.Generate(ctx, req)
 	if err != nil {
 		return err
 	}
