@@ -128,6 +128,15 @@ func Open(cfg Config) (*Store, error) {
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      zapslog.New(log.With("component", "etcd-client"), zapcore.ErrorLevel),
+		// A member that vanishes without resetting its connections (a
+		// killed container, a partition) must not hold a watch or a lease
+		// keep-alive forever: ping every 5 s (etcd's minimum allowed) and
+		// give up after 2 s without an answer, so the client moves to
+		// another member. Pings only while streams are open, as etcd's
+		// default policy permits.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		PermitWithoutStream:  false,
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			// Reconnect within a second of etcd coming back, so leases
 			// are kept alive again well inside their TTL.
