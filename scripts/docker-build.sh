@@ -100,7 +100,6 @@ if [ "$with_etcd" = 1 ]; then
   fi
   e=$ctx/etcd
   mkdir -p "$e/bin" "$e/data"
-  chmod 0700 "$e/data" # etcd refuses a data directory others may read
   rootfs "$e/rootfs"
   cp "$cache/etcd" "$e/bin/etcd"
   cp docker/etcd/Dockerfile "$e/Dockerfile"

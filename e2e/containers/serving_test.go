@@ -5,7 +5,9 @@ package containers_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -28,6 +30,7 @@ func TestServing(t *testing.T) {
 	}
 	ids, _ := c.chat(t, nil)
 	c.checkOutput(t, "greedy chat", ids)
+	t.Logf("greedy chat: %d tokens", len(ids))
 	again, _ := c.chat(t, nil)
 	if diff := cmp.Diff(ids, again); diff != "" {
 		t.Errorf("a second greedy chat (-first +second):\n%s", diff)
@@ -51,6 +54,31 @@ func TestServing(t *testing.T) {
 		sdk.Close()
 		if status.Code(err) != codes.Unauthenticated {
 			t.Errorf("%s: Tokenize gave %v, want UNAUTHENTICATED", name, err)
+		}
+	}
+
+	// The HTTP API takes the same key.
+	models := "http://" + net.JoinHostPort(c.leader(t, time.Minute).ip, fmt.Sprint(httpPort)) + "/v1/models"
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{{"", http.StatusUnauthorized}, {"not-" + apiKey, http.StatusUnauthorized}, {apiKey, http.StatusOK}} {
+		req, err := http.NewRequest(http.MethodGet, models, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.key)
+		}
+		hc := &http.Client{Timeout: 30 * time.Second}
+		r, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != tc.want {
+			t.Errorf("GET /v1/models with key %q: HTTP %d, want %d", tc.key, r.StatusCode, tc.want)
 		}
 	}
 }
