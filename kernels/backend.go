@@ -10,6 +10,9 @@ const (
 	F32 DType = iota + 1
 	// BF16 is bfloat16: the upper 16 bits of an F32, stored as uint16.
 	BF16
+	// F8E4M3 is a block-quantized FP8 E4M3FN weight with its scales
+	// (see FP8Matrix); only MatMul and GroupedMatMul read it.
+	F8E4M3
 )
 
 // String returns the safetensors spelling of the type.
@@ -19,6 +22,8 @@ func (d DType) String() string {
 		return "F32"
 	case BF16:
 		return "BF16"
+	case F8E4M3:
+		return "F8_E4M3"
 	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
@@ -30,6 +35,8 @@ func (d DType) Size() int {
 		return 4
 	case BF16:
 		return 2
+	case F8E4M3:
+		return 1
 	}
 	return 0
 }
@@ -85,7 +92,8 @@ type Backend interface {
 	// Sync waits for all queued work and reports any asynchronous failure.
 	Sync() error
 
-	// MatMul computes out[m,n] = x[m,k] · w[n,k]ᵀ. x and out are F32; w is F32 or BF16.
+	// MatMul computes out[m,n] = x[m,k] · w[n,k]ᵀ. x and out are F32; w is
+	// F32 or BF16, or F8E4M3 on backends that implement FP8Weights.
 	MatMul(out, x, w Buffer, m, n, k int)
 	// Add computes out[i] = a[i] + b[i] for i in [0, n). out may alias a or b.
 	Add(out, a, b Buffer, n int)
@@ -126,6 +134,14 @@ type Backend interface {
 type HostWrapper interface {
 	WrapF32(s []float32) Buffer
 	WrapBF16(s []uint16) Buffer
+}
+
+// FreqRoPE is implemented by backends that rotate with inverse frequencies
+// the caller computes (YaRN and other scaled RoPE variants).
+type FreqRoPE interface {
+	// RoPEFreq is RoPE with inv_freq given: pair (j, j+headDim/2) of every
+	// head of row r turns by pos[r]·invFreq[j]; len(invFreq) ≥ headDim/2.
+	RoPEFreq(x Buffer, rows, heads, headDim int, pos []int32, invFreq []float64)
 }
 
 // GroupedMatMul is implemented by backends that can run many small matmuls

@@ -24,6 +24,7 @@ var (
 	_ Backend       = (*CPU)(nil)
 	_ HostWrapper   = (*CPU)(nil)
 	_ GroupedMatMul = (*CPU)(nil)
+	_ FreqRoPE      = (*CPU)(nil)
 )
 
 // CPUOption configures NewCPU.
@@ -86,16 +87,23 @@ type HostBuffer struct {
 	dt   DType
 	f32  []float32
 	bf16 []uint16
+	fp8  *FP8Matrix
 	view bool
 }
 
-// DType returns F32 or BF16.
+// DType returns F32, BF16 or F8E4M3.
 func (b *HostBuffer) DType() DType { return b.dt }
 
 // Len returns the number of elements.
 func (b *HostBuffer) Len() int {
-	if b.dt == BF16 {
+	switch b.dt {
+	case BF16:
 		return len(b.bf16)
+	case F8E4M3:
+		if b.fp8 == nil {
+			return 0
+		}
+		return len(b.fp8.Codes)
 	}
 	return len(b.f32)
 }
@@ -126,11 +134,14 @@ func (c *CPU) Free(b Buffer) {
 	if hb.view {
 		return
 	}
-	hb.f32, hb.bf16 = nil, nil
+	hb.f32, hb.bf16, hb.fp8 = nil, nil, nil
 }
 
 func (c *CPU) View(b Buffer, off, n int) Buffer {
 	hb := host(b)
+	if hb.dt == F8E4M3 {
+		panic("kernels: View of an F8E4M3 weight")
+	}
 	if off < 0 || n < 0 || off+n > hb.Len() {
 		panic(fmt.Sprintf("kernels: view [%d, %d) of a buffer of %d elements", off, off+n, hb.Len()))
 	}

@@ -18,6 +18,7 @@ func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
 	need("MatMul out", len(o), m*n)
 	need("MatMul x", len(xs), m*k)
 	need("MatMul w", wb.Len(), n*k)
+	checkFP8("MatMul w", wb, n, k)
 	if k == 0 {
 		clear(o[:m*n])
 		return
@@ -59,6 +60,7 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		need("GroupedMatMul out", len(o), (rowOff[g]+rows[g])*n)
 		need("GroupedMatMul x", len(xs), (rowOff[g]+rows[g])*k)
 		need("GroupedMatMul w", w[g].Len(), n*k)
+		checkFP8("GroupedMatMul w", host(w[g]), n, k)
 		total += rows[g] * n * k
 	}
 	target := max(total/(4*c.threads), 1)
@@ -83,6 +85,14 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		r0, m := rowOff[tk.g], rows[tk.g]
 		matmulRange(o[r0*n:], xs[r0*k:], host(w[tk.g]), m, n, k, tk.lo, tk.hi, n)
 	})
+}
+
+// checkFP8 panics unless an F8E4M3 weight is exactly [n, k]: its scale
+// grid is laid out for its own width.
+func checkFP8(what string, wb *HostBuffer, n, k int) {
+	if wb.dt == F8E4M3 && (wb.fp8 == nil || wb.fp8.Rows < n || wb.fp8.Cols != k) {
+		panic(fmt.Sprintf("kernels: %s is an FP8 weight of a shape other than [%d, %d]", what, n, k))
+	}
 }
 
 // roundedX returns x unchanged, or with WithBF16Activations a copy rounded
@@ -114,6 +124,10 @@ func roundBF16(v float32) float32 {
 // matmulRange computes columns [lo, hi) of out[m, ldo] = x[m,k] · w[n,k]ᵀ.
 // lo is a multiple of 4.
 func matmulRange(o, x []float32, wb *HostBuffer, m, n, k, lo, hi, ldo int) {
+	if wb.dt == F8E4M3 {
+		matmulFP8Range(o, x, wb.fp8, m, k, lo, hi, ldo)
+		return
+	}
 	if m == 1 && wb.dt == BF16 {
 		// One row of x: the weights are a single linear stream.
 		gemvBF16(o[lo:hi], x[:k], wb.bf16[lo*k:hi*k], k)

@@ -57,6 +57,23 @@ func (c *CPU) RoPE(x Buffer, rows, heads, headDim int, pos []int32, theta float6
 	for j := range invFreq {
 		invFreq[j] = math.Pow(theta, -float64(2*j)/float64(headDim))
 	}
+	c.rope(xs, rows, heads, headDim, pos, invFreq)
+}
+
+// RoPEFreq is RoPE with the inverse frequencies given (see FreqRoPE).
+func (c *CPU) RoPEFreq(x Buffer, rows, heads, headDim int, pos []int32, invFreq []float64) {
+	xs := f32Of(x, "RoPEFreq x")
+	need("RoPEFreq x", len(xs), rows*heads*headDim)
+	need("RoPEFreq pos", len(pos), rows)
+	if headDim%2 != 0 {
+		panic(fmt.Sprintf("kernels: RoPE head dimension %d is odd", headDim))
+	}
+	need("RoPEFreq invFreq", len(invFreq), headDim/2)
+	c.rope(xs, rows, heads, headDim, pos, invFreq[:headDim/2])
+}
+
+func (c *CPU) rope(xs []float32, rows, heads, headDim int, pos []int32, invFreq []float64) {
+	half := headDim / 2
 	tasks := c.pool.split(rows, 8*heads*headDim)
 	c.pool.run(tasks, func(_, t int) {
 		lo, hi := chunk(rows, tasks, t, 1)

@@ -133,3 +133,27 @@ func TestBF16Activations(t *testing.T) {
 		t.Fatal("rounding changed nothing: the test proves nothing")
 	}
 }
+
+// TestE4M3Values pins the FP8 decoding on values from the OCP FP8
+// specification (E4M3: bias 7, max normal 448, min subnormal 2⁻⁹).
+func TestE4M3Values(t *testing.T) {
+	tests := []struct {
+		code byte
+		want float32
+	}{
+		{0x00, 0}, {0x80, float32(math.Copysign(0, -1))},
+		{0x01, 1.0 / 512}, {0x07, 7.0 / 512}, {0x08, 1.0 / 64},
+		{0x38, 1}, {0x39, 1.125}, {0x40, 2}, {0xc0, -2},
+		{0x7e, 448}, {0xfe, -448}, {0x77, 240},
+	}
+	for _, tc := range tests {
+		if got := kernels.E4M3ToF32(tc.code); got != tc.want || math.Signbit(float64(got)) != math.Signbit(float64(tc.want)) {
+			t.Errorf("E4M3ToF32(%#02x) = %g, want %g", tc.code, got, tc.want)
+		}
+	}
+	for _, nan := range []byte{0x7f, 0xff} {
+		if got := kernels.E4M3ToF32(nan); !math.IsNaN(float64(got)) {
+			t.Errorf("E4M3ToF32(%#02x) = %g, want NaN", nan, got)
+		}
+	}
+}

@@ -78,8 +78,13 @@ type Config struct {
 	RMSNormEps            float64 `json:"rms_norm_eps"`
 	RopeTheta             float64 `json:"rope_theta"`
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
-	// RopeScaling is kept verbatim; Validate accepts only null/absent.
+	// RopeScaling is kept verbatim (see ParseRopeScaling and Rope); Validate
+	// accepts null/absent, rope_type "default" and "yarn".
 	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
+
+	// QuantizationConfig is kept verbatim; see ParseQuantConfig. Validate
+	// accepts null/absent and block-wise fp8 (e4m3, dynamic activations).
+	QuantizationConfig json.RawMessage `json:"quantization_config,omitempty"`
 
 	// HiddenAct must be "silu" (the default when absent).
 	HiddenAct string `json:"hidden_act,omitempty"`
@@ -146,6 +151,9 @@ func (c *Config) UnmarshalJSON(data []byte) error {
 	}
 	if bytes.Equal(bytes.TrimSpace(c.RopeScaling), []byte("null")) {
 		c.RopeScaling = nil
+	}
+	if bytes.Equal(bytes.TrimSpace(c.QuantizationConfig), []byte("null")) {
+		c.QuantizationConfig = nil
 	}
 	bos, err := tokenIDs("bos_token_id", aux.BOS)
 	if err != nil {
@@ -395,9 +403,11 @@ func (c *Config) Validate() error {
 	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
 		return configErr("rope_theta", "rope_theta (%g) must be positive", c.RopeTheta)
 	}
-	if len(c.RopeScaling) > 0 && !bytes.Equal(bytes.TrimSpace(c.RopeScaling), []byte("null")) {
-		kind := ropeScalingType(c.RopeScaling)
-		return configErr("rope_scaling", "rope_scaling %s not supported yet (YaRN unsupported); allowed: null", kind)
+	if err := c.validateRope(); err != nil {
+		return err
+	}
+	if _, err := ParseQuantConfig(c.QuantizationConfig); err != nil {
+		return err
 	}
 	if c.HiddenAct != "silu" {
 		return configErr("hidden_act", "hidden_act %q not supported; allowed: silu", c.HiddenAct)
@@ -430,20 +440,6 @@ func (c *Config) eosList() []int {
 		return c.EOSTokenIDs
 	}
 	return []int{c.EOSTokenID}
-}
-
-// ropeScalingType names a rope_scaling object by its "rope_type" or "type"
-// key for error messages, e.g. `{"rope_type":"yarn"}` -> `"yarn"`.
-func ropeScalingType(raw json.RawMessage) string {
-	var m map[string]any
-	if json.Unmarshal(raw, &m) == nil {
-		for _, k := range []string{"rope_type", "type"} {
-			if s, ok := m[k].(string); ok {
-				return strconv.Quote(s)
-			}
-		}
-	}
-	return strings.TrimSpace(abbrev(raw))
 }
 
 // IsMoELayer reports whether decoder layer i (0-based) uses the sparse MoE

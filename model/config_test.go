@@ -224,7 +224,15 @@ func TestParseConfigRejects(t *testing.T) {
 		{"mlp_only negative", "mlp_only_layers", `[-1]`, "mlp_only_layers"},
 		{"mlp_only duplicate", "mlp_only_layers", `[1,1]`, "mlp_only_layers"},
 		{"mlp_only needs dense width", "mlp_only_layers", `[1]`, ""},
-		{"yarn", "rope_scaling", `{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":32768}`, "rope_scaling"},
+		{"rope linear", "rope_scaling", `{"rope_type":"linear","factor":4.0}`, "rope_scaling.rope_type"},
+		{"rope legacy dynamic", "rope_scaling", `{"type":"dynamic","factor":4.0}`, "rope_scaling.rope_type"},
+		{"rope no type", "rope_scaling", `{"factor":4.0}`, "rope_scaling.rope_type"},
+		{"yarn factor below 1", "rope_scaling", `{"rope_type":"yarn","factor":0.5}`, "rope_scaling.factor"},
+		{"yarn no factor", "rope_scaling", `{"rope_type":"yarn"}`, "rope_scaling.factor"},
+		{"yarn factor string", "rope_scaling", `{"rope_type":"yarn","factor":"4"}`, "rope_scaling.factor"},
+		{"yarn fractional original", "rope_scaling", `{"rope_type":"yarn","factor":4,"original_max_position_embeddings":64.5}`, "rope_scaling.original_max_position_embeddings"},
+		{"yarn beta order", "rope_scaling", `{"rope_type":"yarn","factor":4,"beta_fast":1,"beta_slow":2}`, "rope_scaling.beta_fast"},
+		{"yarn negative attention factor", "rope_scaling", `{"rope_type":"yarn","factor":4,"attention_factor":-1}`, "rope_scaling.attention_factor"},
 		{"rope_scaling scalar", "rope_scaling", `4`, "rope_scaling"},
 		{"zero eps", "rms_norm_eps", `0`, "rms_norm_eps"},
 		{"negative theta", "rope_theta", `-1`, "rope_theta"},
@@ -299,8 +307,8 @@ func TestConfigErrorMessages(t *testing.T) {
 			"model: config.json: num_attention_heads (12) must be a multiple of num_key_value_heads (5)"},
 		{"type", qwen3MoE(func(c *Config) { c.ModelType = "llama" }),
 			`model: config.json: model_type "llama" not supported; allowed: qwen3_moe, qwen3`},
-		{"yarn", qwen3MoE(func(c *Config) { c.RopeScaling = json.RawMessage(`{"type":"yarn","factor":4}`) }),
-			`model: config.json: rope_scaling "yarn" not supported yet (YaRN unsupported); allowed: null`},
+		{"longrope", qwen3MoE(func(c *Config) { c.RopeScaling = json.RawMessage(`{"type":"longrope","factor":4}`) }),
+			`model: config.json: rope_scaling type "longrope" not supported; supported: default, yarn`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,6 +75,8 @@ type Model struct {
 
 	QHeads, KVHeads HeadRange // this shard's heads
 	Vocab           HeadRange // this shard's rows of embed_tokens and lm_head
+	rope            RopeParams
+	contextLen      int // Cfg.ContextLength()
 	scratch         map[string]kernels.Buffer
 	ck              *Checkpoint // owned when opened by Open
 	closeBackend    bool
@@ -87,11 +89,16 @@ func NewModel(cfg *Config, w *Weights, b kernels.Backend, s Shard, blockSize, nu
 	if err != nil {
 		return nil, err
 	}
+	rope := cfg.Rope()
+	if _, ok := b.(kernels.FreqRoPE); !ok && !rope.Plain() {
+		return nil, fmt.Errorf("%w: rope_scaling %s needs a backend with kernels.FreqRoPE; %s has none", ErrBackend, rope, b.Name())
+	}
 	kvc, err := NewKVCache(b, cfg.NumHiddenLayers, kv.Len()*cfg.HeadDim, blockSize, numBlocks)
 	if err != nil {
 		return nil, err
 	}
-	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, Vocab: s.VocabRange(cfg), scratch: map[string]kernels.Buffer{}}, nil
+	return &Model{Cfg: cfg, W: w, B: b, KV: kvc, QHeads: q, KVHeads: kv, Vocab: s.VocabRange(cfg),
+		rope: rope, contextLen: cfg.ContextLength(), scratch: map[string]kernels.Buffer{}}, nil
 }
 
 // Scratch returns a named F32 scratch buffer of n elements owned by the
@@ -137,8 +144,8 @@ func (m *Model) meta(seqs []SeqInput) (*stepMeta, error) {
 		if s.StartPos < 0 || end > len(s.Blocks)*bs {
 			return nil, fmt.Errorf("model: sequence %d: positions [%d,%d) exceed its %d KV blocks of %d", si, s.StartPos, end, len(s.Blocks), bs)
 		}
-		if end > m.Cfg.MaxPositionEmbeddings {
-			return nil, fmt.Errorf("model: sequence %d: position %d beyond max_position_embeddings %d", si, end-1, m.Cfg.MaxPositionEmbeddings)
+		if end > m.contextLen {
+			return nil, fmt.Errorf("%w: sequence %d: position %d beyond the model's context of %d positions", ErrContext, si, end-1, m.contextLen)
 		}
 		for _, b := range s.Blocks {
 			if b < 0 || int(b) >= m.KV.NumBlocks {
@@ -303,11 +310,14 @@ func (m *Model) attention(ctx context.Context, step uint64, l int, x kernels.Buf
 	b.MatMul(v, h, ly.V.Buf, n, nkv*d, hid)
 	b.RMSNorm(q, q, ly.QNorm.Buf, n*nq, d, eps)
 	b.RMSNorm(k, k, ly.KNorm.Buf, n*nkv, d, eps)
-	b.RoPE(q, n, nq, d, st.pos, c.RopeTheta)
-	b.RoPE(k, n, nkv, d, st.pos, c.RopeTheta)
+	m.applyRope(q, n, nq, st.pos)
+	m.applyRope(k, n, nkv, st.pos)
 	b.KVWrite(m.KV.K[l], m.KV.V[l], k, v, st.slots, nkv*d)
+	// YaRN multiplies cos and sin by the attention factor, i.e. q and k
+	// each by it: the same as the logits by its square.
+	af := m.rope.AttentionFactor
 	b.Attention(att, q, m.KV.K[l], m.KV.V[l], kernels.AttnParams{
-		Heads: nq, KVHeads: nkv, HeadDim: d, Scale: float32(1 / math.Sqrt(float64(d))),
+		Heads: nq, KVHeads: nkv, HeadDim: d, Scale: float32(af * af / math.Sqrt(float64(d))),
 		BlockSize: m.KV.BlockSize, SeqOf: st.seqOf, Pos: st.pos, BlockTables: st.tables,
 	})
 	o := h // reuse: h is dead after q/k/v
@@ -320,6 +330,19 @@ func (m *Model) attention(ctx context.Context, step uint64, l int, x kernels.Buf
 	b.Add(x, x, o, n*hid)
 	return nil
 }
+
+// applyRope rotates x [rows, heads·head_dim] at positions pos: plain RoPE
+// with rope_theta, or the inverse frequencies of the configured scaling.
+func (m *Model) applyRope(x kernels.Buffer, rows, heads int, pos []int32) {
+	if m.rope.Plain() {
+		m.B.RoPE(x, rows, heads, m.Cfg.HeadDim, pos, m.Cfg.RopeTheta)
+		return
+	}
+	m.B.(kernels.FreqRoPE).RoPEFreq(x, rows, heads, m.Cfg.HeadDim, pos, m.rope.InvFreq)
+}
+
+// ContextLength is the number of positions a sequence may use (see Config.ContextLength).
+func (m *Model) ContextLength() int { return m.contextLen }
 
 // feedForward is x += FFN(RMSNorm(x)) for layer l.
 func (m *Model) feedForward(ctx context.Context, step uint64, l int, x kernels.Buffer, n int) error {

@@ -110,7 +110,12 @@ func (g goldenPrompt) wantRow(p int) []float32 {
 	return g.StepLogits[p-(n-1)]
 }
 
-var fixtures = []string{"tiny-a", "tiny-c"}
+// fixtures: tiny-a (f32), tiny-c (bf16), tiny-ay (YaRN, a 300-token
+// prompt beyond its original 64 positions), tiny-af (FP8 block-quantized).
+var fixtures = []string{"tiny-a", "tiny-c", "tiny-ay", "tiny-af"}
+
+// goldenBlocks holds every fixture's prompts at once in blocks of 4.
+const goldenBlocks = 160
 
 // TestGoldenOneBatch feeds prompt + greedy[:-1] of every prompt as one
 // batch of three sequences and compares the logits at every position.
@@ -118,7 +123,7 @@ func TestGoldenOneBatch(t *testing.T) {
 	for _, fx := range fixtures {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
-			m := openFixture(t, fx, 64)
+			m := openFixture(t, fx, goldenBlocks)
 			pool := newKVBlocks(m)
 			var in []model.SeqInput
 			for i, p := range g.Prompts {
@@ -156,7 +161,7 @@ func TestGoldenTokenByToken(t *testing.T) {
 	for _, fx := range fixtures {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
-			m := openFixture(t, fx, 64)
+			m := openFixture(t, fx, goldenBlocks)
 			pool := newKVBlocks(m)
 			for i, p := range g.Prompts {
 				var blocks []int32
@@ -196,7 +201,7 @@ func TestGoldenMixedStep(t *testing.T) {
 	for _, fx := range fixtures {
 		t.Run(fx, func(t *testing.T) {
 			g := loadGolden(t, fx)
-			m := openFixture(t, fx, 64)
+			m := openFixture(t, fx, goldenBlocks)
 			pool := newKVBlocks(m)
 			seqs := make([][]int32, len(g.Prompts)) // block tables
 			fed := make([]int, len(g.Prompts))      // positions already in the cache
@@ -204,8 +209,8 @@ func TestGoldenMixedStep(t *testing.T) {
 			for i, p := range g.Prompts {
 				all[i] = append(append([]int32{}, p.Tokens...), p.Greedy[:len(p.Greedy)-1]...)
 			}
-			chunk := []int{len(all[0]), 3, len(g.Prompts[2].Tokens)}
-			start := []int{0, 1, 2} // the step each sequence joins
+			chunk := []int{len(all[0]), 3, len(g.Prompts[2].Tokens), 16} // tiny-ay's fourth prompt: chunks of 16
+			start := []int{0, 1, 2, 3}                                   // the step each sequence joins
 			for step := 0; ; step++ {
 				var in []model.SeqInput
 				var who []int

@@ -19,7 +19,10 @@ var ErrWeights = errors.New("model: weights do not match config")
 // LoadWeights loads the shard s of the checkpoint ck into backend b. Tensor
 // shapes are checked against cfg; every mismatch names the tensor. Weights in
 // F32 or BF16 stay in their checkpoint type (memory-mapped without a copy
-// when b is a kernels.HostWrapper); norms are converted to F32.
+// when b is a kernels.HostWrapper); norms are converted to F32. F8_E4M3
+// projections of an FP8 checkpoint (quantization_config) are handed to a
+// kernels.FP8Weights backend as codes plus the slice of their
+// weight_scale_inv block grid the shard needs.
 func LoadWeights(ck *Checkpoint, cfg *Config, b kernels.Backend, s Shard) (*Weights, error) {
 	return loadWeights(ck, cfg, b, s, nil)
 }
@@ -32,7 +35,11 @@ func loadWeights(ck *Checkpoint, cfg *Config, b kernels.Backend, s Shard, progre
 	if s.Experts != nil && len(s.Experts) != cfg.NumHiddenLayers {
 		return nil, fmt.Errorf("%w: expert lists for %d layers, model has %d", ErrShard, len(s.Experts), cfg.NumHiddenLayers)
 	}
-	l := &loader{ck: ck, cfg: cfg, b: b, shard: s, q: qh, kv: kvh, vocab: s.VocabRange(cfg)}
+	quant, err := ParseQuantConfig(cfg.QuantizationConfig)
+	if err != nil {
+		return nil, err
+	}
+	l := &loader{ck: ck, cfg: cfg, b: b, shard: s, q: qh, kv: kvh, vocab: s.VocabRange(cfg), quant: quant}
 	w := &Weights{Layers: make([]Layer, cfg.NumHiddenLayers)}
 	if err := l.tensor(&w.Embed, "model.embed_tokens.weight", "vocab"); err != nil {
 		return nil, err
@@ -63,6 +70,7 @@ type loader struct {
 	shard Shard
 	q, kv HeadRange
 	vocab HeadRange
+	quant *QuantConfig // nil: no quantization_config
 }
 
 func (l *loader) layer(dst *Layer, i int) error {
@@ -185,6 +193,9 @@ func (l *loader) tensor(dst *Tensor, name, split string) error {
 	if want != nil && !slices.Equal(info.Shape, want) {
 		return fmt.Errorf("%w: tensor %s in %s has shape %v, config.json implies %v", ErrWeights, name, info.File, info.Shape, want)
 	}
+	if info.DType == DTypeF8E4M3 {
+		return l.fp8Split(dst, info, split)
+	}
 	if split == "f32" {
 		vals, err := l.ck.F32(name)
 		if err != nil {
@@ -231,6 +242,27 @@ func (l *loader) tensor(dst *Tensor, name, split string) error {
 	}
 	*dst = Tensor{Buf: buf, Rows: t.Rows, Cols: t.Cols}
 	return nil
+}
+
+// fp8Split loads the shard's part of an F8_E4M3 projection: the same rows
+// or columns a bf16 weight would give, with the scale grid cut to match.
+func (l *loader) fp8Split(dst *Tensor, info TensorInfo, split string) error {
+	if len(info.Shape) != 2 {
+		return fmt.Errorf("%w: tensor %s in %s has shape %v, want 2-D", ErrWeights, info.Name, info.File, info.Shape)
+	}
+	rows, cols := int(info.Shape[0]), int(info.Shape[1])
+	d := l.cfg.HeadDim
+	switch split {
+	case "qrows":
+		return l.fp8Tensor(dst, info, l.q.Lo*d, l.q.Hi*d, 0, cols)
+	case "kvrows":
+		return l.fp8Tensor(dst, info, l.kv.Lo*d, l.kv.Hi*d, 0, cols)
+	case "qcols":
+		return l.fp8Tensor(dst, info, 0, rows, l.q.Lo*d, l.q.Hi*d)
+	case "":
+		return l.fp8Tensor(dst, info, 0, rows, 0, cols)
+	}
+	return fmt.Errorf("%w: tensor %s in %s is %s; embeddings, norms and lm_head must stay F32/BF16/F16", ErrWeights, info.Name, info.File, DTypeF8E4M3)
 }
 
 // upload hands t to the backend, without a copy when the backend can wrap host memory.

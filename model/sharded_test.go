@@ -11,11 +11,11 @@ import (
 	"github.com/moemesh/moemesh/model"
 )
 
-// TestShardedCheckpointGolden rewrites tiny-c (bf16) as a checkpoint of
-// three shards with model.safetensors.index.json, as large models ship,
-// and checks the golden logits through model.Open.
-func TestShardedCheckpointGolden(t *testing.T) {
-	src := filepath.Join("testdata", "tiny-c")
+// writeSharded rewrites the checkpoint fixture src as three shards with
+// model.safetensors.index.json, tensors dealt round-robin in name order
+// (so an FP8 weight and its _scale_inv land in different shards).
+func writeSharded(t *testing.T, src string) string {
+	t.Helper()
 	dir := t.TempDir()
 	ck, err := model.OpenCheckpoint(src)
 	if err != nil {
@@ -54,19 +54,30 @@ func TestShardedCheckpointGolden(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
 
-	m, err := model.Open(dir, kernels.NewCPU(), model.OpenOptions{CloseBackend: true, BlockSize: 4, ContextTokens: 256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	g := loadGolden(t, "tiny-c")
-	p := g.Prompts[len(g.Prompts)-1]
-	rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: p.Tokens, Blocks: blocksFor(t, m, len(p.Tokens)), AllLogits: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for pos := range p.Tokens {
-		checkLogits(t, fxPos("tiny-c-sharded", 2, pos), rows[pos], p.wantRow(pos))
+// TestShardedCheckpointGolden checks the golden logits of tiny-c (bf16)
+// and tiny-af (FP8, weights and scales in different shards) rewritten as
+// sharded checkpoints, as large models ship, through model.Open.
+func TestShardedCheckpointGolden(t *testing.T) {
+	for _, fx := range []string{"tiny-c", "tiny-af"} {
+		t.Run(fx, func(t *testing.T) {
+			dir := writeSharded(t, filepath.Join("testdata", fx))
+			m, err := model.Open(dir, kernels.NewCPU(), model.OpenOptions{CloseBackend: true, BlockSize: 4, ContextTokens: 256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			g := loadGolden(t, fx)
+			p := g.Prompts[len(g.Prompts)-1]
+			rows, err := m.Forward(context.Background(), []model.SeqInput{{Tokens: p.Tokens, Blocks: blocksFor(t, m, len(p.Tokens)), AllLogits: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for pos := range p.Tokens {
+				checkLogits(t, fxPos(fx+"-sharded", len(g.Prompts)-1, pos), rows[pos], p.wantRow(pos))
+			}
+		})
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/sampling"
 	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/tokenizer"
@@ -19,6 +21,8 @@ func init() { register(newGenerateCmd) }
 type generateOptions struct {
 	Model          string
 	Prompt         string
+	PromptFile     string
+	PrefillChunk   int
 	System         string
 	MaxTokens      int
 	EnableThinking bool
@@ -30,6 +34,7 @@ type generateOptions struct {
 	Timeout        time.Duration
 
 	changed func(string) bool
+	in      io.Reader // stdin, for --prompt-file -
 }
 
 // Complete fills sampling parameters the user did not set with Qwen3's
@@ -65,8 +70,14 @@ func (o *generateOptions) Complete() {
 }
 
 func (o *generateOptions) Validate() error {
-	if o.Prompt == "" {
-		return usagef("--prompt is required")
+	switch {
+	case o.Prompt == "" && o.PromptFile == "":
+		return usagef("--prompt or --prompt-file is required")
+	case o.Prompt != "" && o.PromptFile != "":
+		return usagef("--prompt and --prompt-file are exclusive: give one")
+	}
+	if o.PrefillChunk < 1 {
+		return usagef("--prefill-chunk must be at least 1 token, got %d", o.PrefillChunk)
 	}
 	if o.MaxTokens <= 0 {
 		return usagef("--max-tokens must be positive, got %d", o.MaxTokens)
@@ -78,9 +89,9 @@ func (o *generateOptions) Validate() error {
 }
 
 func newGenerateCmd(s IOStreams) *cobra.Command {
-	o := &generateOptions{}
+	o := &generateOptions{in: s.In}
 	cmd := &cobra.Command{
-		Use:   "generate --prompt TEXT [--model DIR]",
+		Use:   "generate (--prompt TEXT | --prompt-file FILE|-) [--model DIR]",
 		Short: "Generate a chat reply, streamed to stdout (the tiny demo model when --model is absent)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -89,12 +100,23 @@ func newGenerateCmd(s IOStreams) *cobra.Command {
 			if err := o.Validate(); err != nil {
 				return err
 			}
+			if o.PromptFile != "" {
+				b, err := readPromptFile(o.PromptFile, o.in)
+				if err != nil {
+					return err
+				}
+				if o.Prompt = string(b); o.Prompt == "" {
+					return usagef("--prompt-file %s is empty", o.PromptFile)
+				}
+			}
 			return o.Run(cmd.Context(), s)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Model, "model", "", "model directory (Hugging Face layout); default: the tiny demo model, created once in the cache directory")
 	f.StringVar(&o.Prompt, "prompt", "", "the user message")
+	f.StringVar(&o.PromptFile, "prompt-file", "", "read the user message from this file; - reads standard input")
+	f.IntVar(&o.PrefillChunk, "prefill-chunk", defaultPrefillChunk, "prefill the prompt in steps of at most this many tokens")
 	f.StringVar(&o.System, "system", "", "an optional system message")
 	f.IntVar(&o.MaxTokens, "max-tokens", 256, "maximum number of generated tokens")
 	f.BoolVar(&o.EnableThinking, "enable-thinking", true, "let the model think inside <think>…</think> before answering")
@@ -142,11 +164,19 @@ func (o *generateOptions) Run(ctx context.Context, s IOStreams) error {
 		return err
 	}
 	prompt := toInt32(tok.Encode(text))
-	st, pool, closeFn, err := o.Cluster.Stepper(ctx, s, dir)
+	cfg, err := model.LoadConfig(dir)
+	if err != nil {
+		return err
+	}
+	if err := checkContext(cfg, &o.Cluster, len(prompt), o.MaxTokens); err != nil {
+		return err
+	}
+	inner, pool, closeFn, err := o.Cluster.Stepper(ctx, s, dir)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
+	st := chunkPrefill(inner, o.PrefillChunk)
 	smp, err := sampling.New(o.Params)
 	if err != nil {
 		return &usageError{err}
@@ -182,3 +212,72 @@ func toInt32(ids []int) []int32 {
 	}
 	return out
 }
+
+// chunkPrefill wraps st so that no step feeds a sequence more than chunk
+// tokens: a longer input (a prompt's prefill) runs as successive steps of
+// chunk tokens through the same block table, and only the last one's
+// logits (or sampled id) are returned. Steps within the budget pass through.
+// A scheduler.SamplingStepper stays one.
+func chunkPrefill(st model.Stepper, chunk int) model.Stepper {
+	c := &chunked{st: st, chunk: chunk}
+	if ss, ok := st.(scheduler.SamplingStepper); ok {
+		return &chunkedSampling{chunked: c, ss: ss}
+	}
+	return c
+}
+
+type chunked struct {
+	st    model.Stepper
+	chunk int
+}
+
+// feedHeads runs every sequence's tokens but its last chunk, in steps of
+// at most chunk tokens per sequence, and returns the batch left to run.
+func (c *chunked) feedHeads(ctx context.Context, seqs []model.SeqInput) ([]model.SeqInput, error) {
+	rest := slices.Clone(seqs)
+	for {
+		var head []model.SeqInput
+		for i, s := range rest {
+			if len(s.Tokens) > c.chunk {
+				if s.AllLogits {
+					return nil, fmt.Errorf("prefill: sequence %d asks for all %d logits rows of a chunked step", i, len(s.Tokens))
+				}
+				h := s
+				h.Tokens = s.Tokens[:c.chunk]
+				head = append(head, h)
+				rest[i].Tokens, rest[i].StartPos = s.Tokens[c.chunk:], s.StartPos+c.chunk
+			}
+		}
+		if len(head) == 0 {
+			return rest, nil
+		}
+		if _, err := c.st.Forward(ctx, head); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *chunked) Forward(ctx context.Context, seqs []model.SeqInput) ([][]float32, error) {
+	rest, err := c.feedHeads(ctx, seqs)
+	if err != nil {
+		return nil, err
+	}
+	return c.st.Forward(ctx, rest)
+}
+
+type chunkedSampling struct {
+	*chunked
+	ss scheduler.SamplingStepper
+}
+
+func (c *chunkedSampling) ForwardSample(ctx context.Context, seqs []model.SeqInput, params []sampling.Params) ([]int32, error) {
+	rest, err := c.feedHeads(ctx, seqs)
+	if err != nil {
+		return nil, err
+	}
+	return c.ss.ForwardSample(ctx, rest, params)
+}
+
+func (c *chunkedSampling) Release(ids []uint64) { c.ss.Release(ids) }
+
+var _ scheduler.SamplingStepper = (*chunkedSampling)(nil)

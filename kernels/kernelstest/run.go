@@ -23,10 +23,13 @@ func Run(t *testing.T, newBackend func() kernels.Backend) {
 		{"Buffers", testBuffers},
 		{"MatMul", testMatMul},
 		{"MatMulLarge", testMatMulLarge},
+		{"MatMulFP8", testMatMulFP8},
+		{"WrapFP8Rejects", testWrapFP8Rejects},
 		{"GroupedMatMul", testGroupedMatMul},
 		{"Add", testAdd},
 		{"RMSNorm", testRMSNorm},
 		{"RoPE", testRoPE},
+		{"RoPEFreq", testRoPEFreq},
 		{"Softmax", testSoftmax},
 		{"SiLUMul", testSiLUMul},
 		{"TopK", testTopK},
@@ -176,6 +179,43 @@ func testRoPE(t *testing.T, be kernels.Backend) {
 						c.near(base+j, got[base+j], x0*cs-x1*sn, scale, 1e-6)
 						c.near(base+half+j, got[base+half+j], x0*sn+x1*cs, scale, 1e-6)
 					}
+				}
+			}
+		}
+	}
+}
+
+// testRoPEFreq checks FreqRoPE with YaRN-like inverse frequencies (a
+// blend that no single theta gives); backends without it skip.
+func testRoPEFreq(t *testing.T, be kernels.Backend) {
+	fr, ok := be.(kernels.FreqRoPE)
+	if !ok {
+		t.Skipf("%s does not implement kernels.FreqRoPE", be.Name())
+	}
+	rng := newRand(t)
+	for _, headDim := range []int{2, 18, 64} {
+		half := headDim / 2
+		inv := make([]float64, half+3) // longer than needed: only half are read
+		for j := range inv {
+			inv[j] = math.Pow(1e6, -float64(2*j)/float64(headDim)) / (1 + 3*float64(j)/float64(half))
+		}
+		rows, heads := 4, 3
+		x := randF32(rng, rows*heads*headDim, 1)
+		pos := []int32{0, 5, 300, 131071}
+		g := f32Buf(t, be, x)
+		fr.RoPEFreq(g.buf, rows, heads, headDim, pos, inv)
+		got := g.read(t)
+		c := &checker{t: t, what: name("RoPEFreq headDim", headDim)}
+		for r := range rows {
+			for h := range heads {
+				base := (r*heads + h) * headDim
+				for j := range half {
+					ang := float64(pos[r]) * inv[j]
+					cs, sn := math.Cos(ang), math.Sin(ang)
+					x0, x1 := float64(x[base+j]), float64(x[base+half+j])
+					scale := math.Abs(x0) + math.Abs(x1)
+					c.near(base+j, got[base+j], x0*cs-x1*sn, scale, 1e-6)
+					c.near(base+half+j, got[base+half+j], x0*sn+x1*cs, scale, 1e-6)
 				}
 			}
 		}
