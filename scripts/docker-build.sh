@@ -45,8 +45,7 @@ done
 
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed)"
-with_ctl=1
-[ -d cmd/moemeshctl ] || { with_ctl=0; echo "docker-build.sh: WARNING: no cmd/moemeshctl here; the image has moemesh only" >&2; }
+[ -d cmd/moemeshctl ] || die "cmd/moemeshctl is missing: the image carries moemesh and moemeshctl"
 ca=${MOEMESH_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 [ -r "$ca" ] || die "no CA bundle at $ca (install ca-certificates or set MOEMESH_CA_BUNDLE)"
 
@@ -78,13 +77,15 @@ m=$ctx/moemesh
 mkdir -p "$m/bin" "$m/home"
 rootfs "$m/rootfs"
 build "$m/bin/moemesh" ./cmd/moemesh
-[ "$with_ctl" = 0 ] || build "$m/bin/moemeshctl" ./cmd/moemeshctl
+build "$m/bin/moemeshctl" ./cmd/moemeshctl
 cp Dockerfile "$m/Dockerfile"
 docker build -q --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg SOURCE="$source_url" \
   -t "$image:$version" -t "$image:dev" "$m" >&2
 # A binary that is not static does not start on an empty base: check.
 docker run --rm --network none "$image:$version" --help >/dev/null ||
-  die "$image:$version does not run (is the binary static?)"
+  die "$image:$version: moemesh does not run (is the binary static?)"
+docker run --rm --network none --entrypoint moemeshctl "$image:$version" --help >/dev/null ||
+  die "$image:$version: moemeshctl does not run (is the binary static?)"
 echo "moemesh $image:$version"
 [ "$version" = dev ] || echo "moemesh $image:dev"
 
