@@ -20,8 +20,9 @@ import (
 )
 
 var (
-	binary   string
-	modelDir string
+	binary    string
+	ctlBinary string
+	modelDir  string
 )
 
 // TestMain builds the moemesh command and the tiny demo model (with the
@@ -36,6 +37,11 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		if binary, err = clustertest.Build(dir); err != nil {
 			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		ctlBinary = filepath.Join(dir, "moemeshctl")
+		if out, err := exec.Command("go", "build", "-o", ctlBinary, "github.com/moemesh/moemesh/cmd/moemeshctl").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building moemeshctl: %v\n%s", err, out)
 			return 1
 		}
 		modelDir = filepath.Join(dir, "model")

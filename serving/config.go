@@ -24,6 +24,12 @@ type Config struct {
 	// APIKeyEnv names an environment variable holding comma-separated
 	// keys (vLLM reads VLLM_API_KEY the same way); "" reads none.
 	APIKeyEnv string
+	// AdminTokenFile names a file holding the admin API's operator token
+	// (its first non-empty line); AdminTokenEnv an environment variable
+	// holding it. Without a token the operations that change the cluster
+	// are refused.
+	AdminTokenFile string
+	AdminTokenEnv  string
 	// TLSCertFile and TLSKeyFile, both set, serve gRPC and HTTP over TLS.
 	TLSCertFile, TLSKeyFile string
 	// MaxBodyBytes bounds an HTTP request body and a gRPC message.
@@ -47,6 +53,8 @@ func DefaultConfig() Config {
 		ModelName: "",
 		// Keys come from the environment like VLLM_API_KEY.
 		APIKeyEnv: "MOEMESH_API_KEY",
+		// The operator's token, kept apart from the API keys.
+		AdminTokenEnv: "MOEMESH_ADMIN_TOKEN",
 		// A 32k-token chat with tools is well under 8 MiB of JSON.
 		MaxBodyBytes: 8 << 20,
 		// The context is the real bound.
@@ -54,6 +62,26 @@ func DefaultConfig() Config {
 		// Unbounded: the scheduler's queue absorbs bursts.
 		MaxStreamsPerKey: 0,
 	}
+}
+
+// adminToken reads the admin token ("" when none is configured).
+func (c *Config) adminToken() (string, error) {
+	if c.AdminTokenFile != "" {
+		b, err := os.ReadFile(c.AdminTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("serving: admin token file: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+				return t, nil
+			}
+		}
+		return "", fmt.Errorf("serving: admin token file %s holds no token", c.AdminTokenFile)
+	}
+	if c.AdminTokenEnv != "" {
+		return strings.TrimSpace(os.Getenv(c.AdminTokenEnv)), nil
+	}
+	return "", nil
 }
 
 // validate checks the ranges and reads the keys and the certificate.

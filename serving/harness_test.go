@@ -237,7 +237,7 @@ func startServer(t *testing.T, cfg Config, sub *fakeSub, ctxTokens int) *testSer
 // testConfig is DefaultConfig without keys from the environment.
 func testConfig() Config {
 	c := DefaultConfig()
-	c.APIKeyEnv = ""
+	c.APIKeyEnv, c.AdminTokenEnv = "", ""
 	return c
 }
 

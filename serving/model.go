@@ -46,6 +46,15 @@ type models struct {
 	cur *served
 }
 
+// servedName is the served model's name ("" while none is served).
+func (m *models) servedName() string {
+	s, err := m.get("")
+	if err != nil {
+		return ""
+	}
+	return s.name
+}
+
 // get returns the served model, checking name ("" matches it).
 func (m *models) get(name string) (*served, error) {
 	dir := m.src.ModelDir()

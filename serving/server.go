@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	adminpb "github.com/moemesh/moemesh/proto/moemesh/admin/v1"
 	infpb "github.com/moemesh/moemesh/proto/moemesh/inference/v1"
 	"github.com/moemesh/moemesh/scheduler"
 )
@@ -55,6 +57,8 @@ type Deps struct {
 	// Metrics, when set, are the metrics the scheduler also reports to
 	// (NewMetrics); nil makes them on Config.Registry.
 	Metrics *Metrics
+	// Admin, when set, is served as the admin API (AdminService).
+	Admin Admin
 }
 
 // Server is the front doors of one coordinator: the gRPC inference,
@@ -105,6 +109,21 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(opts...)
 	infpb.RegisterInferenceServiceServer(s.grpc, &inference{s: s})
+	if d.Admin != nil {
+		tok, err := cfg.adminToken()
+		if err != nil {
+			return nil, err
+		}
+		ad := &admin{a: d.Admin, auth: s.auth}
+		if tok != "" {
+			d := sha256.Sum256([]byte(tok))
+			ad.token = &d
+		}
+		adminpb.RegisterAdminServiceServer(s.grpc, ad)
+		if err := s.metrics.reg.Register(newExpertCollector(d.Admin, s.models.servedName)); err != nil {
+			return nil, fmt.Errorf("serving: expert metrics: %w", err)
+		}
+	}
 	s.hs = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.hs)
 	reflection.Register(s.grpc)

@@ -114,7 +114,7 @@ func (w *Worker) plan(req *pb.LoadShardRequest) (*loadPlan, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	pl, err := placementFromProto(req.Placement, layout.Workers, cfg.NumExperts, cfg.NumHiddenLayers)
+	pl, err := PlacementFromProto(req.Placement, layout.Workers, cfg.NumExperts, cfg.NumHiddenLayers)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}

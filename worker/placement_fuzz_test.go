@@ -32,7 +32,7 @@ func FuzzPlacementFromProto(f *testing.F) {
 			return
 		}
 		w, e, l := int(workers%9)+1, int(experts%33)+1, int(layers%5)+1
-		out, err := placementFromProto(&p, w, e, l)
+		out, err := PlacementFromProto(&p, w, e, l)
 		if err != nil {
 			if !errors.Is(err, ErrBadRequest) {
 				t.Fatalf("refusal %v does not wrap ErrBadRequest", err)

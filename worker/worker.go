@@ -112,6 +112,9 @@ type Worker struct {
 	done     chan struct{} // closed when Shutdown has stopped the worker
 
 	afterRead func() // test hook: runs after LoadShard read the weights, before it installs them
+
+	cmu    sync.Mutex // guards totals
+	totals []uint64   // routed tokens since start, [MoE layer][expert] (ExpertTotals)
 }
 
 // healthView is what Health reports, updated whenever epochs change.
@@ -202,10 +205,10 @@ func samplingParams(p *pb.Sampling) (sampling.Params, error) {
 	return sp, sp.Validate()
 }
 
-// placementFromProto checks and converts the request's placement into one
+// PlacementFromProto checks and converts the request's placement into one
 // placement per layer: the request lists either one layer placement, used
 // by every layer, or one for each layer (each layer index once).
-func placementFromProto(p *pb.Placement, workers, experts, layers int) ([]*sharding.Placement, error) {
+func PlacementFromProto(p *pb.Placement, workers, experts, layers int) ([]*sharding.Placement, error) {
 	if p == nil || len(p.Layers) == 0 {
 		return nil, fmt.Errorf("%w: no placement", ErrBadRequest)
 	}
@@ -360,7 +363,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 			}
 		}
 		if !rank0 {
-			resp.Stats = e.stats(start)
+			resp.Stats = w.stats(e, start)
 			return resp, nil
 		}
 		r := 0
@@ -380,7 +383,7 @@ func (w *Worker) run(ctx context.Context, e *epoch, req *pb.StepRequest, start t
 			r += n
 		}
 	}
-	resp.Stats = e.stats(start)
+	resp.Stats = w.stats(e, start)
 	return resp, nil
 }
 
@@ -586,9 +589,10 @@ func (w *Worker) sampleCandidates(ctx context.Context, e *epoch, step uint64, x 
 
 // stats are the step's statistics on this worker: traffic per phase and
 // the tokens this worker routed to each expert.
-func (e *epoch) stats(start time.Time) *pb.StepStats {
+func (w *Worker) stats(e *epoch, start time.Time) *pb.StepStats {
 	b := e.base
 	st := &pb.StepStats{WallUs: time.Since(start).Microseconds(), ExpertTokens: e.moe.takeCounts()}
+	w.addTotals(st.ExpertTokens)
 	if b.mesh != nil {
 		st.Phases = b.mesh.Stats().Proto()
 		b.mesh.ResetStats()

@@ -110,7 +110,7 @@ func TestPlacementFromProto(t *testing.T) {
 		{"expert unplaced", &pb.Placement{Layers: []*pb.LayerPlacement{layer(0, []uint32{0}, []uint32{1, 3})}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pls, err := placementFromProto(tc.p, 2, 4, 2)
+			pls, err := PlacementFromProto(tc.p, 2, 4, 2)
 			if tc.owners == nil {
 				if !errors.Is(err, ErrBadRequest) {
 					t.Errorf("err = %v, want ErrBadRequest", err)

@@ -237,6 +237,7 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 	cfg := control.DefaultConfig()
 	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Log, cfg.Gossip = o.ID, st, o.Model, log, g
 	cfg.Workers, cfg.TP, cfg.ExpertReplicas, cfg.KVTokens, cfg.LeaseTTL = o.MinWorkers, o.TP, o.ExpertReplicas, o.Context, o.LeaseTTL
+	cfg.SpareSlots, cfg.MaxMoves = o.SpareSlots, o.MaxMoves
 	if o.WireDType == "bf16" {
 		cfg.WireDType = pb.DType_DTYPE_BF16
 	}
@@ -266,7 +267,8 @@ func (o *coordinatorOptions) Run(ctx context.Context, s IOStreams, st *store.Sto
 		scfg = serving.DefaultConfig()
 	}
 	scfg.Log = log
-	srv, err := serving.New(scfg, serving.Deps{Submitter: sched, Model: c, Health: c, Metrics: metrics})
+	scfg.AdminTokenFile = o.AdminTokenFile
+	srv, err := serving.New(scfg, serving.Deps{Submitter: sched, Model: c, Health: c, Metrics: metrics, Admin: c})
 	if err != nil {
 		c.Close()
 		l.Close()

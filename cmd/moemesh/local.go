@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moemesh/moemesh/coordinator/agent"
 	"github.com/moemesh/moemesh/coordinator/etcdembed"
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/internal/syncio"
@@ -30,6 +34,30 @@ type localOptions struct {
 	Device   string
 	WorkerTT time.Duration
 	TLS      localTLSFlags // clustertls.go
+	// StatsInterval and StatsWindow are passed to every worker.
+	StatsInterval, StatsWindow time.Duration
+}
+
+// adminTokenPrefix starts the line naming the admin token file.
+const adminTokenPrefix = "admin-token-file: "
+
+// newAdminToken writes a random admin token to a private temporary file.
+func newAdminToken() (file string, clean func(), err error) {
+	dir, err := os.MkdirTemp("", "moemesh-admin-")
+	if err != nil {
+		return "", nil, err
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	file = filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(file, []byte(hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return file, func() { os.RemoveAll(dir) }, nil
 }
 
 // readyPrefix starts the line `moemesh local` prints once /health is 200.
@@ -63,6 +91,8 @@ func newLocalCmd(s IOStreams) *cobra.Command {
 	f.StringVar(&o.DataDir, "data-dir", "", "embedded etcd's data directory (default: a temporary one, removed at exit)")
 	f.StringVar(&o.Device, "device", "cpu", "compute device of every worker: cpu or cuda:N (CUDA needs a -tags cuda build)")
 	f.DurationVar(&o.WorkerTT, "worker-lease-ttl", 5*time.Second, "workers' registration lease in etcd")
+	f.DurationVar(&o.StatsInterval, "expert-stats-interval", agent.DefaultConfig().StatsInterval, "how often each worker publishes its routed-token counts to etcd")
+	f.DurationVar(&o.StatsWindow, "expert-stats-window", agent.DefaultConfig().StatsWindow, "the window the published counts sum over")
 	o.TLS.AddFlags(cmd)
 	return cmd
 }
@@ -96,6 +126,17 @@ func (o *localOptions) Run(ctx context.Context, s IOStreams) error {
 		return err
 	}
 	defer cleanPKI()
+	if o.coord.AdminTokenFile == "" && os.Getenv("MOEMESH_ADMIN_TOKEN") == "" {
+		// An operator token for moemeshctl, readable only by this user
+		// and removed at exit.
+		file, clean, err := newAdminToken()
+		if err != nil {
+			return err
+		}
+		defer clean()
+		o.coord.AdminTokenFile = file
+		fmt.Fprintf(s.Out, "%s%s\n", adminTokenPrefix, file)
+	}
 	ec := etcdembed.DefaultConfig(dataDir)
 	ec.Log = log
 	etcd, err := etcdembed.Start(ctx, ec)
@@ -202,6 +243,7 @@ func (o *localOptions) startWorkers(s IOStreams, endpoints []string) (*workerPro
 		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close",
 			"--etcd-endpoints", endpoints[0], "--etcd-prefix", o.coord.Etcd.Prefix, "--id", fmt.Sprintf("w%d", i),
 			"--log-level", o.coord.LogLevel, "--device", o.Device, "--lease-ttl", o.WorkerTT.String(),
+			"--expert-stats-interval", o.StatsInterval.String(), "--expert-stats-window", o.StatsWindow.String(),
 			// The workers load only the model this command serves.
 			"--model-root", o.coord.Model}, o.TLS.workerArgs(i)...)...)
 		cmd.Stderr = stderr

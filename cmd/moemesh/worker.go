@@ -118,6 +118,7 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 			return err
 		}
 		a.Store, a.Worker, a.Addr, a.Device, a.Log, a.LeaseTTL = st, srv.Worker, srv.Addr(), o.Device, log, o.LeaseTTL
+		a.StatsInterval, a.StatsWindow = o.StatsInterval, o.StatsWindow
 		if o.Advertise != "" {
 			a.Addr = o.Advertise
 		}

@@ -136,6 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 type agent struct {
 	cfg     Config
+	current uint64 // the epoch of the last placement/current seen
 	log     *slog.Logger
 	ml      *membership.Membership
 	started time.Time
@@ -178,7 +179,11 @@ func (a *agent) register(ctx context.Context) (*store.Registration, error) {
 func (a *agent) serve(ctx context.Context, reg *store.Registration) (fenced bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	statsDone := make(chan struct{})
+	go func() { defer close(statsDone); a.publishStats(ctx, reg) }()
+	defer func() { cancel(); <-statsDone }()
 	watch := a.cfg.Store.WatchPlacement(ctx)
+	next := a.cfg.Store.WatchNextPlacement(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,21 +194,34 @@ func (a *agent) serve(ctx context.Context, reg *store.Registration) (fenced bool
 			if !ok {
 				return false
 			}
-			a.load(ctx, reg, rec)
+			a.current = rec.GetEpoch()
+			a.load(ctx, reg, rec, rec.GetEpoch())
+		case rec, ok := <-next:
+			if !ok {
+				return false
+			}
+			// A prepared epoch: load it beside the serving one, which
+			// keeps serving until the leader switches and commits.
+			if rec.GetEpoch() > a.current {
+				a.load(ctx, reg, rec, a.current)
+			}
 		}
 	}
 }
 
-// load loads rec when it names this worker and is newer than what it holds.
-func (a *agent) load(ctx context.Context, reg *store.Registration, rec *pb.PlacementRecord) {
+// load loads rec when it names this worker and is not older than what
+// it holds, keeping the epochs from minLive on (re-sending the newest
+// epoch loads nothing and only frees the older ones).
+func (a *agent) load(ctx context.Context, reg *store.Registration, rec *pb.PlacementRecord, minLive uint64) {
 	idx := slices.Index(rec.WorkerIds, a.cfg.ID)
 	if idx < 0 {
 		a.log.Info("spare for placement epoch", "epoch", rec.Epoch)
 		return
 	}
-	if h, _ := a.cfg.Worker.Health(ctx, &pb.HealthRequest{}); h.GetPlacementEpoch() >= rec.Epoch {
+	if h, _ := a.cfg.Worker.Health(ctx, &pb.HealthRequest{}); h.GetPlacementEpoch() > rec.Epoch {
 		return
 	}
+	minLive = min(minLive, rec.Epoch)
 	lctx, cancel := context.WithTimeout(ctx, a.cfg.LoadTimeout)
 	defer cancel()
 	// Watch the lease while loading: a fenced worker stops at once.
@@ -220,7 +238,7 @@ func (a *agent) load(ctx context.Context, reg *store.Registration, rec *pb.Place
 	resp, err := a.cfg.Worker.LoadShard(lctx, &pb.LoadShardRequest{
 		ModelDir: rec.ModelDir, WorkerIndex: uint32(idx), Layout: rec.Layout, Placement: rec.Placement,
 		PeerAddrs: rec.Addrs, WireDtype: rec.WireDtype, KvBlocks: rec.KvBlocks, KvBlockSize: rec.KvBlockSize,
-		MeshEpoch: rec.MeshEpoch, MinLiveEpoch: rec.Epoch,
+		MeshEpoch: rec.MeshEpoch, MinLiveEpoch: minLive,
 	})
 	if err != nil {
 		a.lastErr = fmt.Sprintf("loading placement epoch %d: %v", rec.Epoch, err)

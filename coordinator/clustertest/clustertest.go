@@ -48,7 +48,17 @@ type Config struct {
 	// LeaseTTL is the election lease (2 s when 0); WorkerTTL the workers'
 	// registration lease (2 s when 0).
 	LeaseTTL, WorkerTTL time.Duration
+	// SpareSlots are the coordinators' --expert-spare-slots.
+	SpareSlots int
+	// StatsInterval paces the workers' expert statistics (200 ms when 0).
+	StatsInterval time.Duration
+	// AdminToken is the coordinators' admin token (AdminTokenDefault
+	// when empty).
+	AdminToken string
 }
+
+// AdminTokenDefault is the admin token of test clusters.
+const AdminTokenDefault = "test-admin-token"
 
 func (c *Config) defaults() {
 	if c.ModelRoot == "" {
@@ -71,6 +81,12 @@ func (c *Config) defaults() {
 	}
 	if c.WorkerTTL == 0 {
 		c.WorkerTTL = 2 * time.Second
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = 200 * time.Millisecond
+	}
+	if c.AdminToken == "" {
+		c.AdminToken = AdminTokenDefault
 	}
 }
 

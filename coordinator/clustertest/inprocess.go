@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +117,7 @@ func (c *ipCluster) startWorker(t testing.TB, i int) *ipWorker {
 	a := agent.DefaultConfig()
 	a.ID, a.Store, a.Worker, a.Addr, a.LeaseTTL, a.Gossip, a.Crash = id, w.st, w.srv.Worker, w.srv.Addr(), c.cfg.WorkerTTL, testGossip(c.gossipKey), w.crash
 	a.Log = c.log
+	a.StatsInterval, a.StatsWindow = c.cfg.StatsInterval, time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	go func() {
@@ -168,6 +171,7 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 	cfg := control.DefaultConfig()
 	cfg.ID, cfg.Store, cfg.ModelDir, cfg.Gossip, cfg.Log = id, m.st, c.cfg.Model, testGossip(c.gossipKey), c.log
 	cfg.Workers, cfg.TP, cfg.KVTokens, cfg.LeaseTTL = c.cfg.Workers, c.cfg.TP, c.cfg.Context, c.cfg.LeaseTTL
+	cfg.SpareSlots, cfg.StatsMaxAge = c.cfg.SpareSlots, 20*c.cfg.StatsInterval
 	cfg.GRPCAddr, cfg.HTTPAddr = m.grpc, m.htp
 	cfg.DialOptions = []grpc.DialOption{Source(t, c.pki.Coordinator).DialOption(pki.RoleWorker)}
 	sc := scheduler.DefaultConfig()
@@ -184,7 +188,12 @@ func (c *ipCluster) startCoordinator(t testing.TB, id string) *ipCoordinator {
 		t.Fatal(err)
 	}
 	sched.SetHealth(m.c.Health)
-	m.srv, err = serving.New(serving.DefaultConfig(), serving.Deps{Submitter: sched, Model: m.c, Health: m.c})
+	sv := serving.DefaultConfig()
+	sv.AdminTokenFile = filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(sv.AdminTokenFile, []byte(c.cfg.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.srv, err = serving.New(sv, serving.Deps{Submitter: sched, Model: m.c, Health: m.c, Admin: m.c})
 	if err != nil {
 		m.c.Close()
 		l.Close()

@@ -47,6 +47,10 @@ func (r processes) Start(t testing.TB, cfg Config) Cluster {
 	if err := os.WriteFile(c.gossipKeyFile, []byte(base64.StdEncoding.EncodeToString(newGossipKey(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	c.adminTokenFile = filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(c.adminTokenFile, []byte(cfg.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.st = openStore(t, c.etcd)
 	t.Cleanup(func() { c.st.Close() })
 	for i := range cfg.Workers + cfg.Spares {
@@ -66,8 +70,10 @@ type procCluster struct {
 	pki  *pki.LocalPKI
 	// gossipKeyFile is every member's --gossip-key-file.
 	gossipKeyFile string
-	workers       []Member
-	coords        []Member
+	// adminTokenFile is every coordinator's --admin-token-file.
+	adminTokenFile string
+	workers        []Member
+	coords         []Member
 }
 
 func (c *procCluster) Config() Config         { return c.cfg }
@@ -153,7 +159,7 @@ func (c *procCluster) startWorker(t testing.TB, i int) *proc {
 	return c.start(t, id, []string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "info",
 		"--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--id", id, "--lease-ttl", c.cfg.WorkerTTL.String(),
 		"--cluster-tls-dir", filepath.Dir(c.pki.Workers[i].Cert), "--model-root", c.cfg.ModelRoot,
-		"--gossip-key-file", c.gossipKeyFile}, workerLine)
+		"--gossip-key-file", c.gossipKeyFile, "--expert-stats-interval", c.cfg.StatsInterval.String(), "--expert-stats-window", "1m"}, workerLine)
 }
 
 func (c *procCluster) startCoordinator(t testing.TB, id string) *proc {
@@ -161,7 +167,7 @@ func (c *procCluster) startCoordinator(t testing.TB, id string) *proc {
 		"--id", id, "--model", c.cfg.Model, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--min-workers", fmt.Sprint(c.cfg.Workers), "--tp", fmt.Sprint(c.cfg.TP), "--context", fmt.Sprint(c.cfg.Context),
 		"--lease-ttl", c.cfg.LeaseTTL.String(), "--cluster-tls-dir", filepath.Dir(c.pki.Coordinator.Cert),
-		"--gossip-key-file", c.gossipKeyFile}, coordLine)
+		"--gossip-key-file", c.gossipKeyFile, "--expert-spare-slots", fmt.Sprint(c.cfg.SpareSlots), "--admin-token-file", c.adminTokenFile}, coordLine)
 }
 
 // stop ends the process: SIGTERM (and stdin closed), then SIGKILL after

@@ -28,6 +28,7 @@ import (
 	"github.com/moemesh/moemesh/coordinator/store"
 	"github.com/moemesh/moemesh/membership"
 	"github.com/moemesh/moemesh/model"
+	adminpb "github.com/moemesh/moemesh/proto/moemesh/admin/v1"
 	pb "github.com/moemesh/moemesh/proto/moemesh/v1"
 )
 
@@ -74,6 +75,15 @@ type Config struct {
 	TP int
 	// ExpertReplicas are extra expert copies per MoE layer.
 	ExpertReplicas int
+	// SpareSlots are free expert slots per worker and MoE layer that a
+	// rebalance may fill with replicas.
+	SpareSlots int
+	// MaxMoves is a rebalance's default bound on expert copies loaded
+	// (0: none).
+	MaxMoves int
+	// StatsMaxAge is how old a worker's statistics record may be and
+	// still count (a few of the workers' publishing intervals).
+	StatsMaxAge time.Duration
 	// KVTokens sizes each attention group's KV cache.
 	KVTokens int
 	// BlockSize is the KV block size in tokens.
@@ -121,7 +131,8 @@ func DefaultConfig() Config {
 		ReadyTimeout: 5 * time.Minute,       // loading a large shard from disk
 		PollInterval: 20 * time.Millisecond, // loading the tiny model takes ~50 ms
 		Gossip:       membership.DefaultConfig(),
-		DialOptions:  nil, // plaintext: the process sets the cluster's mTLS (cmd/moemesh --cluster-tls-dir)
+		StatsMaxAge:  time.Minute, // six of the workers' default 10 s publishing intervals
+		DialOptions:  nil,         // plaintext: the process sets the cluster's mTLS (cmd/moemesh --cluster-tls-dir)
 	}
 }
 
@@ -173,7 +184,8 @@ type Coordinator struct {
 	mu     sync.Mutex
 	health Health
 	term   Term
-	lead   *leading // nil unless leading
+	lead   *leading                   // nil unless leading
+	op     *adminpb.OperationProgress // the live operation in flight, if any
 
 	stop    context.CancelFunc
 	wg      sync.WaitGroup

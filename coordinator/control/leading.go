@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moemesh/moemesh/coordinator"
@@ -46,6 +47,18 @@ type leading struct {
 	mu         sync.Mutex
 	suspects   map[string]bool
 	stepCancel context.CancelFunc
+
+	// ctx is the leadership's context: live operations run under it.
+	ctx context.Context
+	// placeMu serialises placement changes: Recover and the live
+	// operations (operate.go). stepMu is held by Step for its whole call,
+	// so a live switch happens between steps; kvLost (guarded by it)
+	// makes the next Step report ErrPlacementChanged.
+	placeMu sync.Mutex
+	stepMu  sync.Mutex
+	kvLost  bool
+	// view is the serving record, for readers off the term goroutine.
+	view atomic.Pointer[pb.PlacementRecord]
 }
 
 var _ coordinator.Backend = (*leading)(nil)
@@ -61,7 +74,7 @@ func (c *Coordinator) leadUntilLost(ctx context.Context, l *store.Leader) {
 		case <-ctx.Done():
 		}
 	}()
-	ld := &leading{c: c, l: l, log: c.log, suspects: map[string]bool{}, alarm: make(chan error, 1), conns: newConnCache(c.cfg.DialOptions)}
+	ld := &leading{c: c, l: l, log: c.log, suspects: map[string]bool{}, alarm: make(chan error, 1), conns: newConnCache(c.cfg.DialOptions), ctx: ctx}
 	defer ld.conns.close()
 	c.mu.Lock()
 	c.lead = ld
@@ -116,6 +129,16 @@ func (ld *leading) start(ctx context.Context) error {
 	switch {
 	case err == nil:
 		ld.published, ld.publishedMesh = cur.Epoch, cur.MeshEpoch
+		if next, err := ld.c.st.NextPlacement(ctx); err == nil {
+			// A live change the last leader left half done: its epoch
+			// numbers are taken (the workers may hold it), it is not
+			// resumed.
+			ld.published, ld.publishedMesh = max(ld.published, next.Epoch), max(ld.publishedMesh, next.MeshEpoch)
+			_ = ld.c.st.ClearNext(ctx, ld.l)
+		}
+		if latest, err := ld.c.st.LatestEpoch(ctx); err == nil {
+			ld.published = max(ld.published, latest)
+		}
 		ld.learn(cur)
 		if ld.adopt(ctx, cur) {
 			return nil
@@ -188,7 +211,7 @@ func (ld *leading) initial(ctx context.Context) error {
 
 func (ld *leading) options(epoch uint64) planner.Options {
 	c := ld.c.cfg
-	return planner.Options{Workers: c.Workers, TP: c.TP, ExpertReplicas: c.ExpertReplicas, KVTokens: c.KVTokens, Epoch: epoch}
+	return planner.Options{Workers: c.Workers, TP: c.TP, ExpertReplicas: c.ExpertReplicas, SpareSlots: c.SpareSlots, KVTokens: c.KVTokens, Epoch: epoch}
 }
 
 // candidates lists the registered workers that answer Health, not in skip.
@@ -197,7 +220,15 @@ func (ld *leading) candidates(ctx context.Context, skip map[string]bool) ([]plan
 	if err != nil {
 		return nil, err
 	}
-	recs = slices.DeleteFunc(recs, func(r *pb.WorkerRecord) bool { return skip[r.Id] || ld.isSuspect(r.Id) })
+	cordoned := map[string]bool{}
+	cords, err := ld.c.st.Cordoned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range cords {
+		cordoned[r.Id] = true
+	}
+	recs = slices.DeleteFunc(recs, func(r *pb.WorkerRecord) bool { return skip[r.Id] || cordoned[r.Id] || ld.isSuspect(r.Id) })
 	addrs := make([]string, len(recs))
 	for i, r := range recs {
 		addrs[i] = r.Addr
@@ -225,20 +256,7 @@ func (ld *leading) addrs() map[string]string {
 // member serves it.
 func (ld *leading) publishAndWait(ctx context.Context, p planner.Plan, epoch, meshEpoch uint64, reason string) error {
 	c := ld.c.cfg
-	rec := &pb.PlacementRecord{
-		Epoch: epoch, MeshEpoch: meshEpoch,
-		Layout:    &pb.Layout{Workers: uint32(p.Layout.Workers), Tp: uint32(p.Layout.TP)},
-		Placement: coordinator.PlacementProto(p.Placement, ld.cfg.NumHiddenLayers),
-		KvBlocks:  uint32((c.KVTokens + c.BlockSize - 1) / c.BlockSize), KvBlockSize: uint32(c.BlockSize),
-		WireDtype: c.WireDType, ModelDir: ld.modelDir, Leader: c.ID, CreatedUnixMs: time.Now().UnixMilli(), Reason: reason,
-	}
-	for _, m := range p.Members {
-		rec.WorkerIds = append(rec.WorkerIds, m.ID)
-		rec.Addrs = append(rec.Addrs, ld.addrs()[m.ID])
-	}
-	for _, s := range p.Spares {
-		rec.Spares = append(rec.Spares, s.ID)
-	}
+	rec := ld.record(p, epoch, meshEpoch, reason)
 	ld.c.setHealth(func(h *Health) {
 		h.Ready, h.Reason = false, fmt.Sprintf("leader: publishing placement epoch %d (%s)", epoch, reason)
 	})
@@ -264,6 +282,32 @@ func (ld *leading) publishAndWait(ctx context.Context, p planner.Plan, epoch, me
 		return err
 	}
 	return ld.attach(rec, p)
+}
+
+// record is the placement record of p.
+func (ld *leading) record(p planner.Plan, epoch, meshEpoch uint64, reason string) *pb.PlacementRecord {
+	c := ld.c.cfg
+	rec := &pb.PlacementRecord{
+		Epoch: epoch, MeshEpoch: meshEpoch,
+		Layout:    &pb.Layout{Workers: uint32(p.Layout.Workers), Tp: uint32(p.Layout.TP)},
+		Placement: coordinator.PlacementProto(p.Placement, ld.cfg.NumHiddenLayers),
+		KvBlocks:  uint32((c.KVTokens + c.BlockSize - 1) / c.BlockSize), KvBlockSize: uint32(c.BlockSize),
+		WireDtype: c.WireDType, ModelDir: ld.modelDir, Leader: c.ID, CreatedUnixMs: time.Now().UnixMilli(), Reason: reason,
+	}
+	rec.Placement.Epoch = epoch
+	most := 0
+	for _, sl := range p.Placement.Slots {
+		most = max(most, len(sl))
+	}
+	rec.SlotsPerWorker = uint32(most + c.SpareSlots)
+	for _, m := range p.Members {
+		rec.WorkerIds = append(rec.WorkerIds, m.ID)
+		rec.Addrs = append(rec.Addrs, ld.addrs()[m.ID])
+	}
+	for _, s := range p.Spares {
+		rec.Spares = append(rec.Spares, s.ID)
+	}
+	return rec
 }
 
 // waitReady polls the members until each serves rec's epoch.
@@ -340,6 +384,7 @@ func (ld *leading) attach(rec *pb.PlacementRecord, p planner.Plan) error {
 		ld.drv.Close()
 	}
 	ld.drv, ld.rec, ld.plan = drv, rec, p
+	ld.view.Store(rec)
 	ld.learn(rec)
 	ld.mu.Lock()
 	for _, id := range rec.WorkerIds {
@@ -426,18 +471,30 @@ func (ld *leading) isSuspect(id string) bool {
 
 // Geometry implements coordinator.Backend.
 func (ld *leading) Geometry() coordinator.Geometry {
+	ld.stepMu.Lock()
+	defer ld.stepMu.Unlock()
 	return coordinator.Geometry{Groups: ld.drv.Layout().DP, KVBlocks: int(ld.rec.KvBlocks), BlockSize: int(ld.rec.KvBlockSize),
 		Vocab: ld.cfg.VocabSize, Experts: ld.cfg.NumExperts}
 }
 
 // StepStats implements coordinator.Backend.
-func (ld *leading) StepStats() []*pb.StepStats { return ld.drv.LastStats }
+func (ld *leading) StepStats() []*pb.StepStats {
+	ld.stepMu.Lock()
+	defer ld.stepMu.Unlock()
+	return ld.drv.LastStats
+}
 
 // Alarm implements coordinator.Backend.
 func (ld *leading) Alarm() <-chan error { return ld.alarm }
 
 // Step implements coordinator.Backend.
 func (ld *leading) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint64) (map[uint64]*pb.SeqResult, error) {
+	ld.stepMu.Lock()
+	defer ld.stepMu.Unlock()
+	if ld.kvLost {
+		ld.kvLost = false
+		return nil, ErrPlacementChanged
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ld.mu.Lock()
@@ -460,6 +517,16 @@ func (ld *leading) Step(ctx context.Context, seqs []*pb.SeqStep, finished []uint
 // Recover implements coordinator.Backend: find the dead, fence them, re-plan,
 // publish the next epoch and wait for it to serve.
 func (ld *leading) Recover(ctx context.Context, cause error) error {
+	if errors.Is(cause, ErrPlacementChanged) {
+		// A live change moved steps to a new mesh: nothing failed, the
+		// scheduler only re-prefills (the KV caches are new).
+		ld.stepMu.Lock()
+		ld.kvLost = false
+		ld.stepMu.Unlock()
+		return nil
+	}
+	ld.placeMu.Lock()
+	defer ld.placeMu.Unlock()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, ld.c.cfg.ReadyTimeout)
 	defer cancel()

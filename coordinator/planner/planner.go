@@ -39,6 +39,9 @@ type Options struct {
 	TP int
 	// ExpertReplicas are extra expert copies per MoE layer.
 	ExpertReplicas int
+	// SpareSlots are free expert slots per worker and MoE layer kept for
+	// a rebalance's replicas: counted in each worker's memory.
+	SpareSlots int
 	// KVTokens is the KV cache size of each attention group, in tokens.
 	KVTokens int
 	// Epoch is the placement epoch to give the plan.
@@ -172,9 +175,12 @@ func build(cfg *model.Config, members, spares []Worker, tp int, o Options) (Plan
 	if err != nil {
 		return Plan{}, fmt.Errorf("%w: %w", ErrNoFit, err)
 	}
+	sh := Shape(cfg)
+	spare := int64(o.SpareSlots) * int64(sh.MoELayers()) * sh.ExpertParams() * int64(sh.BytesPerParam)
 	for i, m := range members {
-		if m.MemoryBytes > 0 && uint64(mem[i].Total) > m.MemoryBytes {
-			return Plan{}, fmt.Errorf("%w: %d workers × tp %d: worker %s needs %d bytes, has %d", ErrNoFit, layout.Workers, tp, m.ID, mem[i].Total, m.MemoryBytes)
+		if m.MemoryBytes > 0 && uint64(mem[i].Total+spare) > m.MemoryBytes {
+			return Plan{}, fmt.Errorf("%w: %d workers × tp %d: worker %s needs %d bytes (%d of them for %d spare expert slots per layer), has %d",
+				ErrNoFit, layout.Workers, tp, m.ID, mem[i].Total+spare, spare, o.SpareSlots, m.MemoryBytes)
 		}
 	}
 	return Plan{Layout: layout, Members: slices.Clone(members), Spares: slices.Clone(spares), Placement: pl, Memory: mem}, nil

@@ -107,3 +107,22 @@ func TestReplan(t *testing.T) {
 		t.Errorf("everyone dead: %v, want ErrNoFit", err)
 	}
 }
+
+// TestSpareSlotsCountInMemory: spare expert slots are reserved in each
+// worker's memory, so a worker that holds the placement but not its spare
+// slots does not fit.
+func TestSpareSlotsCountInMemory(t *testing.T) {
+	cfg := tinyConfig(t)
+	p, err := Initial(cfg, []Worker{{ID: "w1"}, {ID: "w2"}}, Options{KVTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	need := uint64(p.Memory[0].Total)
+	fits := []Worker{{ID: "w1", MemoryBytes: need}, {ID: "w2", MemoryBytes: need}}
+	if _, err := Initial(cfg, fits, Options{KVTokens: 16}); err != nil {
+		t.Fatalf("without spare slots: %v", err)
+	}
+	if _, err := Initial(cfg, fits, Options{KVTokens: 16, SpareSlots: 1}); !errors.Is(err, ErrNoFit) {
+		t.Errorf("one spare slot per layer on a worker with no room for it: %v, want ErrNoFit", err)
+	}
+}

@@ -132,10 +132,14 @@ func (s *Store) Placement(ctx context.Context, epoch uint64) (*pb.PlacementRecor
 // channel is closed when ctx ends; the reader need not drain it. Each
 // record received is the reader's to keep.
 func (s *Store) WatchPlacement(ctx context.Context) <-chan *pb.PlacementRecord {
+	return s.watchRecord(ctx, s.prefix+KeyPlacementCurrent)
+}
+
+// watchRecord implements WatchPlacement for the placement record at cur.
+func (s *Store) watchRecord(ctx context.Context, cur string) <-chan *pb.PlacementRecord {
 	ch := make(chan *pb.PlacementRecord, 1)
 	go func() {
 		defer close(ch)
-		cur := s.prefix + KeyPlacementCurrent
 		sent, have := uint64(0), false
 		offer := func(rec *pb.PlacementRecord) {
 			if have && rec.GetEpoch() <= sent {

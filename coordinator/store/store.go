@@ -46,7 +46,9 @@ const (
 	KeyPlacement        = "placement/"        // + epoch as 20 digits: PlacementRecord
 	KeyPlacementCurrent = "placement/current" // the newest PlacementRecord
 	KeyElection         = "election"          // concurrency.Election prefix of the coordinators
-	KeyStatsExperts     = "stats/experts"     // reserved: per-expert token counts
+	KeyPlacementNext    = "placement/next"    // the epoch being prepared by a live change
+	KeyStatsExperts     = "stats/experts"     // + "/" + worker id: ExpertStatsRecord on the worker's lease
+	KeyCordoned         = "cordoned/"         // + worker id: CordonRecord (drained workers)
 )
 
 // Config configures a Store.

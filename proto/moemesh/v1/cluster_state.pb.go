@@ -268,9 +268,14 @@ type PlacementRecord struct {
 	Leader        string `protobuf:"bytes,12,opt,name=leader,proto3" json:"leader,omitempty"`
 	CreatedUnixMs int64  `protobuf:"varint,13,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
 	// reason says why the epoch was planned ("initial", "worker w3 died").
-	Reason        string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,14,opt,name=reason,proto3" json:"reason,omitempty"`
+	// slots_per_worker is each worker's expert capacity per MoE layer: the
+	// slots the initial placement fills plus the spare slots a rebalance
+	// may fill with replicas (0 in records written before it existed:
+	// the most any worker hosts).
+	SlotsPerWorker uint32 `protobuf:"varint,15,opt,name=slots_per_worker,json=slotsPerWorker,proto3" json:"slots_per_worker,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PlacementRecord) Reset() {
@@ -401,6 +406,175 @@ func (x *PlacementRecord) GetReason() string {
 	return ""
 }
 
+func (x *PlacementRecord) GetSlotsPerWorker() uint32 {
+	if x != nil {
+		return x.SlotsPerWorker
+	}
+	return 0
+}
+
+// ExpertStatsRecord is the value of stats/experts/<worker id>, written by
+// each worker under its registration lease: the tokens its router sent to
+// each expert over the last window.
+type ExpertStatsRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the worker's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// window_ms is the span the counts cover (shorter than the configured
+	// window while the worker is young).
+	WindowMs  int64  `protobuf:"varint,2,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	MoeLayers uint32 `protobuf:"varint,3,opt,name=moe_layers,json=moeLayers,proto3" json:"moe_layers,omitempty"`
+	Experts   uint32 `protobuf:"varint,4,opt,name=experts,proto3" json:"experts,omitempty"`
+	// counts is layer-major: [MoE layer][expert], moe_layers × experts.
+	Counts        []uint64 `protobuf:"varint,5,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	UpdatedUnixMs int64    `protobuf:"varint,6,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	// placement_epoch is the newest epoch the worker had loaded.
+	PlacementEpoch uint64 `protobuf:"varint,7,opt,name=placement_epoch,json=placementEpoch,proto3" json:"placement_epoch,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ExpertStatsRecord) Reset() {
+	*x = ExpertStatsRecord{}
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpertStatsRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpertStatsRecord) ProtoMessage() {}
+
+func (x *ExpertStatsRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpertStatsRecord.ProtoReflect.Descriptor instead.
+func (*ExpertStatsRecord) Descriptor() ([]byte, []int) {
+	return file_moemesh_v1_cluster_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExpertStatsRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExpertStatsRecord) GetWindowMs() int64 {
+	if x != nil {
+		return x.WindowMs
+	}
+	return 0
+}
+
+func (x *ExpertStatsRecord) GetMoeLayers() uint32 {
+	if x != nil {
+		return x.MoeLayers
+	}
+	return 0
+}
+
+func (x *ExpertStatsRecord) GetExperts() uint32 {
+	if x != nil {
+		return x.Experts
+	}
+	return 0
+}
+
+func (x *ExpertStatsRecord) GetCounts() []uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *ExpertStatsRecord) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+func (x *ExpertStatsRecord) GetPlacementEpoch() uint64 {
+	if x != nil {
+		return x.PlacementEpoch
+	}
+	return 0
+}
+
+// CordonRecord is the value of cordoned/<worker id>: a drained worker the
+// planner leaves out until it is uncordoned.
+type CordonRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	CreatedUnixMs int64                  `protobuf:"varint,3,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CordonRecord) Reset() {
+	*x = CordonRecord{}
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CordonRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CordonRecord) ProtoMessage() {}
+
+func (x *CordonRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CordonRecord.ProtoReflect.Descriptor instead.
+func (*CordonRecord) Descriptor() ([]byte, []int) {
+	return file_moemesh_v1_cluster_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CordonRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CordonRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CordonRecord) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
 // CoordinatorRecord is the value of coordinators/<id>, written by every
 // coordinator (leader or standby) under its own lease.
 type CoordinatorRecord struct {
@@ -419,7 +593,7 @@ type CoordinatorRecord struct {
 
 func (x *CoordinatorRecord) Reset() {
 	*x = CoordinatorRecord{}
-	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +605,7 @@ func (x *CoordinatorRecord) String() string {
 func (*CoordinatorRecord) ProtoMessage() {}
 
 func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[3]
+	mi := &file_moemesh_v1_cluster_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +618,7 @@ func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
 func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
-	return file_moemesh_v1_cluster_state_proto_rawDescGZIP(), []int{3}
+	return file_moemesh_v1_cluster_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CoordinatorRecord) GetId() string {
@@ -508,7 +682,7 @@ const file_moemesh_v1_cluster_state_proto_rawDesc = "" +
 	"\vconfig_json\x18\x03 \x01(\tR\n" +
 	"configJson\x12!\n" +
 	"\fweight_bytes\x18\x04 \x01(\x04R\vweightBytes\x12\x14\n" +
-	"\x05dtype\x18\x05 \x01(\tR\x05dtype\"\xdc\x03\n" +
+	"\x05dtype\x18\x05 \x01(\tR\x05dtype\"\x86\x04\n" +
 	"\x0fPlacementRecord\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
@@ -527,7 +701,21 @@ const file_moemesh_v1_cluster_state_proto_rawDesc = "" +
 	"\x06spares\x18\v \x03(\tR\x06spares\x12\x16\n" +
 	"\x06leader\x18\f \x01(\tR\x06leader\x12&\n" +
 	"\x0fcreated_unix_ms\x18\r \x01(\x03R\rcreatedUnixMs\x12\x16\n" +
-	"\x06reason\x18\x0e \x01(\tR\x06reason\"\xa6\x01\n" +
+	"\x06reason\x18\x0e \x01(\tR\x06reason\x12(\n" +
+	"\x10slots_per_worker\x18\x0f \x01(\rR\x0eslotsPerWorker\"\xe2\x01\n" +
+	"\x11ExpertStatsRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\twindow_ms\x18\x02 \x01(\x03R\bwindowMs\x12\x1d\n" +
+	"\n" +
+	"moe_layers\x18\x03 \x01(\rR\tmoeLayers\x12\x18\n" +
+	"\aexperts\x18\x04 \x01(\rR\aexperts\x12\x16\n" +
+	"\x06counts\x18\x05 \x03(\x04R\x06counts\x12&\n" +
+	"\x0fupdated_unix_ms\x18\x06 \x01(\x03R\rupdatedUnixMs\x12'\n" +
+	"\x0fplacement_epoch\x18\a \x01(\x04R\x0eplacementEpoch\"^\n" +
+	"\fCordonRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x03 \x01(\x03R\rcreatedUnixMs\"\xa6\x01\n" +
 	"\x11CoordinatorRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
@@ -548,22 +736,24 @@ func file_moemesh_v1_cluster_state_proto_rawDescGZIP() []byte {
 	return file_moemesh_v1_cluster_state_proto_rawDescData
 }
 
-var file_moemesh_v1_cluster_state_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_moemesh_v1_cluster_state_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_moemesh_v1_cluster_state_proto_goTypes = []any{
 	(*WorkerRecord)(nil),      // 0: moemesh.v1.WorkerRecord
 	(*ModelManifest)(nil),     // 1: moemesh.v1.ModelManifest
 	(*PlacementRecord)(nil),   // 2: moemesh.v1.PlacementRecord
-	(*CoordinatorRecord)(nil), // 3: moemesh.v1.CoordinatorRecord
-	(WorkerState)(0),          // 4: moemesh.v1.WorkerState
-	(*Layout)(nil),            // 5: moemesh.v1.Layout
-	(*Placement)(nil),         // 6: moemesh.v1.Placement
-	(DType)(0),                // 7: moemesh.v1.DType
+	(*ExpertStatsRecord)(nil), // 3: moemesh.v1.ExpertStatsRecord
+	(*CordonRecord)(nil),      // 4: moemesh.v1.CordonRecord
+	(*CoordinatorRecord)(nil), // 5: moemesh.v1.CoordinatorRecord
+	(WorkerState)(0),          // 6: moemesh.v1.WorkerState
+	(*Layout)(nil),            // 7: moemesh.v1.Layout
+	(*Placement)(nil),         // 8: moemesh.v1.Placement
+	(DType)(0),                // 9: moemesh.v1.DType
 }
 var file_moemesh_v1_cluster_state_proto_depIdxs = []int32{
-	4, // 0: moemesh.v1.WorkerRecord.state:type_name -> moemesh.v1.WorkerState
-	5, // 1: moemesh.v1.PlacementRecord.layout:type_name -> moemesh.v1.Layout
-	6, // 2: moemesh.v1.PlacementRecord.placement:type_name -> moemesh.v1.Placement
-	7, // 3: moemesh.v1.PlacementRecord.wire_dtype:type_name -> moemesh.v1.DType
+	6, // 0: moemesh.v1.WorkerRecord.state:type_name -> moemesh.v1.WorkerState
+	7, // 1: moemesh.v1.PlacementRecord.layout:type_name -> moemesh.v1.Layout
+	8, // 2: moemesh.v1.PlacementRecord.placement:type_name -> moemesh.v1.Placement
+	9, // 3: moemesh.v1.PlacementRecord.wire_dtype:type_name -> moemesh.v1.DType
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -585,7 +775,7 @@ func file_moemesh_v1_cluster_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moemesh_v1_cluster_state_proto_rawDesc), len(file_moemesh_v1_cluster_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
