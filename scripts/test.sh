@@ -23,6 +23,7 @@ if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; 
 step "go vet"
 go vet ./...
 go vet -tags noasm ./kernels/...
+go vet -tags containers ./e2e/containers/
 
 if [ -x scripts/verify-proto.sh ]; then
   step "protobuf drift"
@@ -50,6 +51,11 @@ export MOEMESH_REQUIRE_ETCD_BIN=1
 
 step "tests (race detector)"
 go test -race -count=1 -timeout 20m ./...
+
+step "container tests (Docker: images built by scripts/docker-build.sh, removed after)"
+# A missing Docker engine fails the run here; MOEMESH_REQUIRE_DOCKER=0 makes
+# the tests skip instead (docs/deploy.md).
+MOEMESH_REQUIRE_DOCKER=${MOEMESH_REQUIRE_DOCKER:-1} go test -tags containers -count=1 -timeout 15m ./e2e/containers/
 
 step "kernels, pure-Go build"
 go test -tags noasm -count=1 ./kernels/...
