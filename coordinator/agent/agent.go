@@ -184,6 +184,38 @@ func (a *agent) serve(ctx context.Context, reg *store.Registration) (fenced bool
 	defer func() { cancel(); <-statsDone }()
 	watch := a.cfg.Store.WatchPlacement(ctx)
 	next := a.cfg.Store.WatchNextPlacement(ctx)
+	// One load runs at a time, beside this loop: a newer epoch arriving
+	// cancels a load still in flight (it may be waiting for a peer that
+	// died, and the newer epoch is the leader's answer to that), then
+	// starts once it returned.
+	var (
+		cancelLoad context.CancelFunc
+		loadDone   = make(chan struct{})
+		loading    uint64
+	)
+	close(loadDone)
+	start := func(rec *pb.PlacementRecord, minLive uint64) {
+		if cancelLoad != nil {
+			if rec.GetEpoch() > loading {
+				cancelLoad()
+			}
+			<-loadDone
+			cancelLoad()
+		}
+		lctx, c := context.WithCancel(ctx)
+		done := make(chan struct{})
+		cancelLoad, loadDone, loading = c, done, rec.GetEpoch()
+		go func() {
+			defer close(done)
+			a.load(lctx, reg, rec, minLive)
+		}()
+	}
+	defer func() {
+		if cancelLoad != nil {
+			cancelLoad()
+			<-loadDone
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,7 +227,7 @@ func (a *agent) serve(ctx context.Context, reg *store.Registration) (fenced bool
 				return false
 			}
 			a.current = rec.GetEpoch()
-			a.load(ctx, reg, rec, rec.GetEpoch())
+			start(rec, rec.GetEpoch())
 		case rec, ok := <-next:
 			if !ok {
 				return false
@@ -203,7 +235,7 @@ func (a *agent) serve(ctx context.Context, reg *store.Registration) (fenced bool
 			// A prepared epoch: load it beside the serving one, which
 			// keeps serving until the leader switches and commits.
 			if rec.GetEpoch() > a.current {
-				a.load(ctx, reg, rec, a.current)
+				start(rec, a.current)
 			}
 		}
 	}
@@ -240,10 +272,16 @@ func (a *agent) load(ctx context.Context, reg *store.Registration, rec *pb.Place
 		PeerAddrs: rec.Addrs, WireDtype: rec.WireDtype, KvBlocks: rec.KvBlocks, KvBlockSize: rec.KvBlockSize,
 		MeshEpoch: rec.MeshEpoch, MinLiveEpoch: minLive,
 	})
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.Canceled):
+		// Superseded by a newer epoch (or the agent stops): not a load
+		// error for the leader to see.
+		a.log.Info("load cancelled", "epoch", rec.Epoch, "err", err)
+		return
+	case err != nil:
 		a.lastErr = fmt.Sprintf("loading placement epoch %d: %v", rec.Epoch, err)
 		a.log.Error("load failed", "epoch", rec.Epoch, "err", err)
-	} else {
+	default:
 		a.lastErr = ""
 		a.log.Info("loaded placement", "epoch", rec.Epoch, "index", idx, "experts", resp.ExpertsLoaded, "took", time.Since(start))
 	}
