@@ -241,8 +241,8 @@ func writeFP8(dir string, jobs []job, tensors []model.WriteTensor, g *generator,
 }
 
 type spec struct {
-	name  string
-	shape []int64
+	name   string
+	shape  []int64
 	std    float64
 	norm   bool // 1 + N(0, std²)
 	linear bool // an attention, MLP or expert projection (FP8 in an FP8 checkpoint)

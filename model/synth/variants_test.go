@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"os"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
