@@ -137,10 +137,10 @@ func (w *Worker) plan(req *pb.LoadShardRequest) (*loadPlan, error) {
 	}
 	// Sizes are checked before anything is allocated: a request that does
 	// not fit must fail, not crash the process.
-	maxTokens := int64(cfg.MaxPositionEmbeddings) * int64(w.cfg.MaxKVSequences)
+	maxTokens := int64(cfg.ContextLength()) * int64(w.cfg.MaxKVSequences)
 	if blocks > maxTokens/bs {
-		return nil, status.Errorf(codes.ResourceExhausted, "worker: kv_blocks %d × kv_block_size %d = %d tokens exceeds %d (%d sequences of max_position_embeddings %d)",
-			blocks, bs, blocks*bs, maxTokens, w.cfg.MaxKVSequences, cfg.MaxPositionEmbeddings)
+		return nil, status.Errorf(codes.ResourceExhausted, "worker: kv_blocks %d × kv_block_size %d = %d tokens exceeds %d (%d sequences of the model's context, %d positions)",
+			blocks, bs, blocks*bs, maxTokens, w.cfg.MaxKVSequences, cfg.ContextLength())
 	}
 	// The KV cache is float32 K and V for the rank's KV heads in every layer.
 	p.kvBytes = 2 * int64(cfg.NumHiddenLayers) * blocks * bs * int64(heads[layout.Rank(self)].NumKV()*cfg.HeadDim) * 4

@@ -28,8 +28,8 @@ type clusterFlags struct {
 	contextSet func() bool
 }
 
-// defaultContext is --context's default; a model with a shorter
-// max_position_embeddings lowers it to that when --context is not set.
+// defaultContext is --context's default; a model with a shorter context
+// (Config.ContextLength) lowers it to that when --context is not set.
 const defaultContext = 8192
 
 // kvBlockSize is the KV cache block size of every runner (positions).
@@ -45,7 +45,7 @@ func (c *clusterFlags) AddFlags(cmd *cobra.Command) {
 	f.IntVar(&c.TP, "tp", 1, "tensor-parallel size: attention heads are split over this many workers of a group")
 	f.IntVar(&c.ExpertReplicas, "expert-replicas", 0, "extra expert replicas per MoE layer, spread over the workers")
 	f.StringVar(&c.WireDType, "wire-dtype", "f32", "activation type on the wire: f32 or bf16")
-	f.IntVar(&c.ContextTokens, "context", defaultContext, "KV cache size in tokens, at most the model's max_position_embeddings and what fits in memory")
+	f.IntVar(&c.ContextTokens, "context", defaultContext, "KV cache size in tokens, at most the model's context (max_position_embeddings, or YaRN's factor × original) and what fits in memory")
 	f.StringVar(&c.Device, "device", "cpu", "compute device of every worker: cpu or cuda:N (CUDA needs a -tags cuda build)")
 	c.contextSet = func() bool { return cmd.Flags().Changed("context") }
 }
@@ -71,15 +71,17 @@ func (c *clusterFlags) Validate() error {
 
 // ValidateModel checks --context against the model in cfg and this
 // machine's memory, before any process starts or any weight loads: at most
-// max_position_embeddings, and the KV cache of every worker together with
-// the weights must fit in the memory available (skipped where that is
-// unknown). An unset --context above max_position_embeddings is lowered to it.
+// the model's context (Config.ContextLength: max_position_embeddings, or
+// YaRN's factor × original_max_position_embeddings when larger), and the KV
+// cache of every worker together with the weights must fit in the memory
+// available (skipped where that is unknown). An unset --context above the
+// model's context is lowered to it.
 func (c *clusterFlags) ValidateModel(cfg *model.Config) error {
-	if maxPos := cfg.MaxPositionEmbeddings; c.ContextTokens > maxPos {
+	if limit := cfg.ContextLength(); c.ContextTokens > limit {
 		if c.contextSet != nil && !c.contextSet() {
-			c.ContextTokens = maxPos
+			c.ContextTokens = limit
 		} else {
-			return usagef("--context %d exceeds the model's max_position_embeddings %d", c.ContextTokens, maxPos)
+			return usagef("--context %d exceeds the model's context of %d positions (%s)", c.ContextTokens, limit, contextSource(cfg))
 		}
 	}
 	avail, err := availableMemory()
@@ -95,6 +97,15 @@ func (c *clusterFlags) ValidateModel(cfg *model.Config) error {
 	}
 	fits := (avail - need.weights) / need.kvPerToken / kvBlockSize * kvBlockSize
 	return &usageError{&contextMemoryError{Context: c.ContextTokens, KV: need.kv, Weights: need.weights, Available: avail, Fits: int(max(0, fits))}}
+}
+
+// contextSource names what sets a model's context length for messages:
+// max_position_embeddings, or the YaRN scaling when it extends beyond it.
+func contextSource(cfg *model.Config) string {
+	if p := cfg.Rope(); !p.Plain() && cfg.ContextLength() > cfg.MaxPositionEmbeddings {
+		return fmt.Sprintf("rope_scaling %s", p)
+	}
+	return fmt.Sprintf("max_position_embeddings %d", cfg.MaxPositionEmbeddings)
 }
 
 // contextMemoryError is a --context whose KV cache and the weights do not

@@ -19,15 +19,22 @@ type genModelOptions struct {
 	Out    string
 	Seed   uint64
 	DType  string
+	Rope   string
+	yarn   *synth.YaRN
 }
 
 func (o *genModelOptions) Validate() error {
 	if !slices.Contains(synth.Presets, o.Preset) {
 		return usagef("--preset %q: allowed values are %v", o.Preset, synth.Presets)
 	}
-	if o.DType != "f32" && o.DType != "bf16" {
-		return usagef("--dtype %q: allowed values are f32, bf16", o.DType)
+	if !slices.Contains(synth.DTypes, o.DType) {
+		return usagef("--dtype %q: allowed values are %v", o.DType, synth.DTypes)
 	}
+	y, err := synth.ParseRopeScaling(o.Rope)
+	if err != nil {
+		return usagef("--rope-scaling %q: allowed values are none, yarn:FACTOR (over %d original positions) or yarn:FACTOR:ORIGINAL, FACTOR ≥ 1", o.Rope, synth.QwenOriginalContext)
+	}
+	o.yarn = y
 	if o.Out == "" {
 		return usagef("--out is required")
 	}
@@ -37,20 +44,21 @@ func (o *genModelOptions) Validate() error {
 func newGenModelCmd(s IOStreams) *cobra.Command {
 	o := &genModelOptions{}
 	cmd := &cobra.Command{
-		Use:   "gen-model --preset tiny|bench --out DIR",
+		Use:   "gen-model --preset tiny|bench --out DIR [--dtype fp8] [--rope-scaling yarn:4]",
 		Short: "Write a synthetic Qwen3-MoE checkpoint (random weights, real tokenizer)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
 				return err
 			}
-			return genModel(s, o.Out, synth.Options{Preset: o.Preset, Seed: o.Seed, DType: o.DType})
+			return genModel(s, o.Out, synth.Options{Preset: o.Preset, Seed: o.Seed, DType: o.DType, YaRN: o.yarn})
 		},
 	}
 	cmd.Flags().StringVar(&o.Preset, "preset", "tiny", "model size: tiny (≈21M parameters) or bench (≈1.58B)")
 	cmd.Flags().StringVar(&o.Out, "out", "", "output directory")
 	cmd.Flags().Uint64Var(&o.Seed, "seed", 0, "random seed for the weights")
-	cmd.Flags().StringVar(&o.DType, "dtype", "bf16", "weight type: f32 or bf16")
+	cmd.Flags().StringVar(&o.DType, "dtype", "bf16", "weight type: f32, bf16, or fp8 (E4M3 projections with 128×128 block scales, the rest bf16)")
+	cmd.Flags().StringVar(&o.Rope, "rope-scaling", "none", "none, or yarn:FACTOR[:ORIGINAL] (YaRN over original_max_position_embeddings ORIGINAL, default 32768)")
 	return cmd
 }
 
