@@ -53,17 +53,19 @@ func (o *statusOptions) Run() error {
 // statusDoc is `status -o json|yaml`. Scripts rely on leader, epoch and
 // workers[].id and workers[].state.
 type statusDoc struct {
-	Leader       string           `json:"leader" yaml:"leader"`
-	AnsweredBy   string           `json:"answered_by" yaml:"answered_by"`
-	Epoch        uint64           `json:"epoch" yaml:"epoch"`
-	MeshEpoch    uint64           `json:"mesh_epoch" yaml:"mesh_epoch"`
-	Model        string           `json:"model" yaml:"model"`
-	Layout       layoutDoc        `json:"layout" yaml:"layout"`
-	Ready        bool             `json:"ready" yaml:"ready"`
-	Reason       string           `json:"reason" yaml:"reason"`
-	Operation    *progressDoc     `json:"operation" yaml:"operation"`
-	Workers      []workerDoc      `json:"workers" yaml:"workers"`
-	Coordinators []coordinatorDoc `json:"coordinators" yaml:"coordinators"`
+	Leader     string       `json:"leader" yaml:"leader"`
+	AnsweredBy string       `json:"answered_by" yaml:"answered_by"`
+	Epoch      uint64       `json:"epoch" yaml:"epoch"`
+	MeshEpoch  uint64       `json:"mesh_epoch" yaml:"mesh_epoch"`
+	Model      string       `json:"model" yaml:"model"`
+	Layout     layoutDoc    `json:"layout" yaml:"layout"`
+	Ready      bool         `json:"ready" yaml:"ready"`
+	Reason     string       `json:"reason" yaml:"reason"`
+	Operation  *progressDoc `json:"operation" yaml:"operation"`
+	// LastOperation is the last one the leader finished (absent when none).
+	LastOperation *progressDoc     `json:"last_operation,omitempty" yaml:"last_operation,omitempty"`
+	Workers       []workerDoc      `json:"workers" yaml:"workers"`
+	Coordinators  []coordinatorDoc `json:"coordinators" yaml:"coordinators"`
 }
 
 type layoutDoc struct {
@@ -161,7 +163,8 @@ func newStatusDoc(st *adminv1.GetStatusResponse) *statusDoc {
 		MeshEpoch: st.GetMeshEpoch(), Model: st.GetModel(),
 		Layout: layoutDoc{Workers: st.GetLayoutWorkers(), TP: st.GetTp(), Groups: st.GetGroups()},
 		Ready:  st.GetReady(), Reason: st.GetReason(), Operation: newProgressDoc(st.GetOperation()),
-		Workers: []workerDoc{}, Coordinators: []coordinatorDoc{}}
+		LastOperation: newProgressDoc(st.GetLastOperation()),
+		Workers:       []workerDoc{}, Coordinators: []coordinatorDoc{}}
 	for _, w := range st.GetWorkers() {
 		d.Workers = append(d.Workers, newWorkerDoc(w))
 	}
@@ -211,6 +214,9 @@ func (d *statusDoc) writeTable(w io.Writer) error {
 		op = d.Operation.line()
 	}
 	row(t, "operation:", op)
+	if d.LastOperation != nil {
+		row(t, "last operation:", d.LastOperation.line())
+	}
 	if err := t.Flush(); err != nil {
 		return err
 	}

@@ -145,6 +145,9 @@ func TestLiveRebalance(t *testing.T) {
 		t.Errorf("greedy output during a rebalance (-want +got):\n%s", diff)
 	}
 	st := consistent(t, c, ad, ctx)
+	if lo := st.LastOperation; lo.GetPhase() != adminpb.Phase_PHASE_DONE || lo.GetKind() != "rebalance" || lo.GetToEpoch() != st.Epoch {
+		t.Errorf("status last_operation = %v, want the rebalance DONE at epoch %d", lo, st.Epoch)
+	}
 	if st.Epoch != plan.FromEpoch+1 {
 		t.Errorf("serving epoch %d after applying a plan from %d", st.Epoch, plan.FromEpoch)
 	}

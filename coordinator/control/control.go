@@ -186,6 +186,7 @@ type Coordinator struct {
 	term   Term
 	lead   *leading                   // nil unless leading
 	op     *adminpb.OperationProgress // the live operation in flight, if any
+	lastOp *adminpb.OperationProgress // the last one finished
 
 	stop    context.CancelFunc
 	wg      sync.WaitGroup

@@ -170,7 +170,7 @@ func (ld *leading) operate(ctx context.Context, kind, worker string, progress fu
 			op.report(func(p *adminpb.OperationProgress) { p.Phase = adminpb.Phase_PHASE_DONE })
 		}
 		ld.c.mu.Lock()
-		ld.c.op = nil
+		ld.c.op, ld.c.lastOp = nil, proto.Clone(op.state).(*adminpb.OperationProgress)
 		ld.c.mu.Unlock()
 		done <- err
 	}()

@@ -45,9 +45,7 @@ func (c *Coordinator) Status(ctx context.Context) (*adminpb.GetStatusResponse, e
 	}
 	c.mu.Lock()
 	ld := c.lead
-	if c.op != nil {
-		out.Operation = c.op
-	}
+	out.Operation, out.LastOperation = c.op, c.lastOp
 	c.mu.Unlock()
 	if ld != nil {
 		if v := ld.view.Load(); v != nil {

@@ -430,7 +430,10 @@ type GetStatusResponse struct {
 	// answered_by is the id of the coordinator that answered.
 	AnsweredBy string `protobuf:"bytes,12,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
 	// operation is the rebalance or drain in progress, if any.
-	Operation     *OperationProgress `protobuf:"bytes,13,opt,name=operation,proto3" json:"operation,omitempty"`
+	Operation *OperationProgress `protobuf:"bytes,13,opt,name=operation,proto3" json:"operation,omitempty"`
+	// last_operation is the last operation this leader finished (phase DONE
+	// or ABORTED), so a client whose stream was cut learns the outcome.
+	LastOperation *OperationProgress `protobuf:"bytes,14,opt,name=last_operation,json=lastOperation,proto3" json:"last_operation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +555,13 @@ func (x *GetStatusResponse) GetAnsweredBy() string {
 func (x *GetStatusResponse) GetOperation() *OperationProgress {
 	if x != nil {
 		return x.Operation
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetLastOperation() *OperationProgress {
+	if x != nil {
+		return x.LastOperation
 	}
 	return nil
 }
@@ -1571,7 +1581,7 @@ const file_moemesh_admin_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xda\x03\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xa6\x04\n" +
 	"\x11GetStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
@@ -1588,7 +1598,8 @@ const file_moemesh_admin_v1_admin_proto_rawDesc = "" +
 	"\fcoordinators\x18\v \x03(\v2#.moemesh.admin.v1.CoordinatorStatusR\fcoordinators\x12\x1f\n" +
 	"\vanswered_by\x18\f \x01(\tR\n" +
 	"answeredBy\x12A\n" +
-	"\toperation\x18\r \x01(\v2#.moemesh.admin.v1.OperationProgressR\toperation\":\n" +
+	"\toperation\x18\r \x01(\v2#.moemesh.admin.v1.OperationProgressR\toperation\x12J\n" +
+	"\x0elast_operation\x18\x0e \x01(\v2#.moemesh.admin.v1.OperationProgressR\rlastOperation\":\n" +
 	"\x13GetPlacementRequest\x12\x19\n" +
 	"\x05layer\x18\x01 \x01(\rH\x00R\x05layer\x88\x01\x01B\b\n" +
 	"\x06_layer\"a\n" +
@@ -1729,32 +1740,33 @@ var file_moemesh_admin_v1_admin_proto_depIdxs = []int32{
 	3,  // 1: moemesh.admin.v1.GetStatusResponse.workers:type_name -> moemesh.admin.v1.WorkerStatus
 	4,  // 2: moemesh.admin.v1.GetStatusResponse.coordinators:type_name -> moemesh.admin.v1.CoordinatorStatus
 	18, // 3: moemesh.admin.v1.GetStatusResponse.operation:type_name -> moemesh.admin.v1.OperationProgress
-	8,  // 4: moemesh.admin.v1.LayerPlacement.workers:type_name -> moemesh.admin.v1.WorkerExperts
-	7,  // 5: moemesh.admin.v1.GetPlacementResponse.layers:type_name -> moemesh.admin.v1.LayerPlacement
-	11, // 6: moemesh.admin.v1.GetExpertStatsResponse.layers:type_name -> moemesh.admin.v1.LayerStats
-	14, // 7: moemesh.admin.v1.RebalancePlan.moves:type_name -> moemesh.admin.v1.Move
-	15, // 8: moemesh.admin.v1.PlanRebalanceResponse.plan:type_name -> moemesh.admin.v1.RebalancePlan
-	15, // 9: moemesh.admin.v1.ApplyRebalanceRequest.plan:type_name -> moemesh.admin.v1.RebalancePlan
-	1,  // 10: moemesh.admin.v1.OperationProgress.phase:type_name -> moemesh.admin.v1.Phase
-	2,  // 11: moemesh.admin.v1.AdminService.GetStatus:input_type -> moemesh.admin.v1.GetStatusRequest
-	6,  // 12: moemesh.admin.v1.AdminService.GetPlacement:input_type -> moemesh.admin.v1.GetPlacementRequest
-	10, // 13: moemesh.admin.v1.AdminService.GetExpertStats:input_type -> moemesh.admin.v1.GetExpertStatsRequest
-	13, // 14: moemesh.admin.v1.AdminService.PlanRebalance:input_type -> moemesh.admin.v1.PlanRebalanceRequest
-	17, // 15: moemesh.admin.v1.AdminService.ApplyRebalance:input_type -> moemesh.admin.v1.ApplyRebalanceRequest
-	19, // 16: moemesh.admin.v1.AdminService.Drain:input_type -> moemesh.admin.v1.DrainRequest
-	20, // 17: moemesh.admin.v1.AdminService.Uncordon:input_type -> moemesh.admin.v1.UncordonRequest
-	5,  // 18: moemesh.admin.v1.AdminService.GetStatus:output_type -> moemesh.admin.v1.GetStatusResponse
-	9,  // 19: moemesh.admin.v1.AdminService.GetPlacement:output_type -> moemesh.admin.v1.GetPlacementResponse
-	12, // 20: moemesh.admin.v1.AdminService.GetExpertStats:output_type -> moemesh.admin.v1.GetExpertStatsResponse
-	16, // 21: moemesh.admin.v1.AdminService.PlanRebalance:output_type -> moemesh.admin.v1.PlanRebalanceResponse
-	18, // 22: moemesh.admin.v1.AdminService.ApplyRebalance:output_type -> moemesh.admin.v1.OperationProgress
-	18, // 23: moemesh.admin.v1.AdminService.Drain:output_type -> moemesh.admin.v1.OperationProgress
-	21, // 24: moemesh.admin.v1.AdminService.Uncordon:output_type -> moemesh.admin.v1.UncordonResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	18, // 4: moemesh.admin.v1.GetStatusResponse.last_operation:type_name -> moemesh.admin.v1.OperationProgress
+	8,  // 5: moemesh.admin.v1.LayerPlacement.workers:type_name -> moemesh.admin.v1.WorkerExperts
+	7,  // 6: moemesh.admin.v1.GetPlacementResponse.layers:type_name -> moemesh.admin.v1.LayerPlacement
+	11, // 7: moemesh.admin.v1.GetExpertStatsResponse.layers:type_name -> moemesh.admin.v1.LayerStats
+	14, // 8: moemesh.admin.v1.RebalancePlan.moves:type_name -> moemesh.admin.v1.Move
+	15, // 9: moemesh.admin.v1.PlanRebalanceResponse.plan:type_name -> moemesh.admin.v1.RebalancePlan
+	15, // 10: moemesh.admin.v1.ApplyRebalanceRequest.plan:type_name -> moemesh.admin.v1.RebalancePlan
+	1,  // 11: moemesh.admin.v1.OperationProgress.phase:type_name -> moemesh.admin.v1.Phase
+	2,  // 12: moemesh.admin.v1.AdminService.GetStatus:input_type -> moemesh.admin.v1.GetStatusRequest
+	6,  // 13: moemesh.admin.v1.AdminService.GetPlacement:input_type -> moemesh.admin.v1.GetPlacementRequest
+	10, // 14: moemesh.admin.v1.AdminService.GetExpertStats:input_type -> moemesh.admin.v1.GetExpertStatsRequest
+	13, // 15: moemesh.admin.v1.AdminService.PlanRebalance:input_type -> moemesh.admin.v1.PlanRebalanceRequest
+	17, // 16: moemesh.admin.v1.AdminService.ApplyRebalance:input_type -> moemesh.admin.v1.ApplyRebalanceRequest
+	19, // 17: moemesh.admin.v1.AdminService.Drain:input_type -> moemesh.admin.v1.DrainRequest
+	20, // 18: moemesh.admin.v1.AdminService.Uncordon:input_type -> moemesh.admin.v1.UncordonRequest
+	5,  // 19: moemesh.admin.v1.AdminService.GetStatus:output_type -> moemesh.admin.v1.GetStatusResponse
+	9,  // 20: moemesh.admin.v1.AdminService.GetPlacement:output_type -> moemesh.admin.v1.GetPlacementResponse
+	12, // 21: moemesh.admin.v1.AdminService.GetExpertStats:output_type -> moemesh.admin.v1.GetExpertStatsResponse
+	16, // 22: moemesh.admin.v1.AdminService.PlanRebalance:output_type -> moemesh.admin.v1.PlanRebalanceResponse
+	18, // 23: moemesh.admin.v1.AdminService.ApplyRebalance:output_type -> moemesh.admin.v1.OperationProgress
+	18, // 24: moemesh.admin.v1.AdminService.Drain:output_type -> moemesh.admin.v1.OperationProgress
+	21, // 25: moemesh.admin.v1.AdminService.Uncordon:output_type -> moemesh.admin.v1.UncordonResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_moemesh_admin_v1_admin_proto_init() }
