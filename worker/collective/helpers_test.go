@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,6 +19,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(peerEnv); role != "" {
+		// This process is the far end of a two-process benchmark.
+		os.Exit(runPeer(role))
+	}
 	goleak.VerifyTestMain(m)
 }
 
