@@ -314,4 +314,3 @@ func BenchmarkCollective2P(b *testing.B) {
 		}
 	}
 }
-
