@@ -276,6 +276,7 @@ func (w *Worker) LoadShard(ctx context.Context, req *pb.LoadShardRequest) (*pb.L
 		all[i] = i
 	}
 	e.moe = newMeshMoE(b.m, b.ex, b.self, b.layout, p.place, all)
+	e.moe.byExpert = w.cfg.LayoutInvariantMoE
 	e.m = b.m.WithFFN(e.moe)
 	for l, ids := range p.experts {
 		for _, x := range ids {

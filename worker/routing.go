@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // The MoE dispatch carries, beside each token row, the experts it asks the
@@ -16,14 +17,17 @@ func appendPair(aux []int32, expert int32, w float32) []int32 {
 	return append(aux, expert, int32(math.Float32bits(w)))
 }
 
-// decodeRouting parses the routing of rows dispatched rows and groups it by
-// expert: rows[e] lists the row indices that asked for expert e, weights[e]
-// their weights. Every expert must exist and be hosted here, appear at most
-// once per row (at most topK per row), and every weight must be a finite
-// number in [0, 1]; the aux data must end with the last row.
-func decodeRouting(aux []int32, nrows, experts, topK int, hosted func(int) bool) (rows [][]int32, weights [][]float32, err error) {
-	rows = make([][]int32, experts)
-	weights = make([][]float32, experts)
+// decodeRows parses the routing of nrows dispatched rows: experts[i] and
+// weights[i] are the experts row i asks for and their weights. Every expert
+// must exist and be hosted here, appear at most once per row (at most topK
+// per row), and every weight must be a finite number in [0, 1]; the aux
+// data must end with the last row.
+func decodeRows(aux []int32, nrows, experts, topK int, hosted func(int) bool) (es [][]int32, ws [][]float32, err error) {
+	if nrows < 0 || nrows > len(aux) {
+		return nil, nil, fmt.Errorf("%w: %d rows with %d routing ints", ErrProtocol, nrows, len(aux))
+	}
+	es = make([][]int32, nrows)
+	ws = make([][]float32, nrows)
 	a := aux
 	for r := range nrows {
 		if len(a) == 0 {
@@ -42,18 +46,60 @@ func decodeRouting(aux []int32, nrows, experts, topK int, hosted func(int) bool)
 			if !(w >= 0 && w <= 1) {
 				return nil, nil, fmt.Errorf("%w: row %d gives expert %d the weight %v", ErrProtocol, r, e, w)
 			}
-			if n := len(rows[e]); n > 0 && rows[e][n-1] == int32(r) {
+			if slices.Contains(es[r], int32(e)) {
 				return nil, nil, fmt.Errorf("%w: row %d names expert %d twice", ErrProtocol, r, e)
 			}
-			rows[e] = append(rows[e], int32(r))
-			weights[e] = append(weights[e], w)
+			es[r] = append(es[r], int32(e))
+			ws[r] = append(ws[r], w)
 		}
 		a = a[1+2*c:]
 	}
 	if len(a) != 0 {
 		return nil, nil, fmt.Errorf("%w: %d routing ints after the last of %d rows", ErrProtocol, len(a), nrows)
 	}
-	return rows, weights, nil
+	return es, ws, nil
+}
+
+// The MoE combine carries, beside each result row, the group token index
+// it belongs to; in the layout-invariant mode also the expert and the bits
+// of its router weight: (token) or (token, expert, weight) per row.
+
+// combineRows is a decoded combine message.
+type combineRows struct {
+	tokens  []int32
+	experts []int32   // by expert only
+	weights []float32 // by expert only
+}
+
+// decodeCombine parses the aux data of a combine message of nrows rows for
+// a group of tokens tokens: every token index in [0, tokens); by expert,
+// every expert in [0, experts) and every weight finite in [0, 1].
+func decodeCombine(aux []int32, nrows int, byExpert bool, tokens, experts int) (combineRows, error) {
+	per := 1
+	if byExpert {
+		per = 3
+	}
+	if nrows < 0 || len(aux) != per*nrows {
+		return combineRows{}, fmt.Errorf("%w: %d aux ints for %d rows, want %d per row", ErrProtocol, len(aux), nrows, per)
+	}
+	var c combineRows
+	for r := range nrows {
+		a := aux[r*per : (r+1)*per]
+		if a[0] < 0 || int(a[0]) >= tokens {
+			return combineRows{}, fmt.Errorf("%w: row %d names token %d of %d", ErrProtocol, r, a[0], tokens)
+		}
+		c.tokens = append(c.tokens, a[0])
+		if !byExpert {
+			continue
+		}
+		w := math.Float32frombits(uint32(a[2]))
+		if a[1] < 0 || int(a[1]) >= experts || !(w >= 0 && w <= 1) {
+			return combineRows{}, fmt.Errorf("%w: row %d names expert %d with weight %v", ErrProtocol, r, a[1], w)
+		}
+		c.experts = append(c.experts, a[1])
+		c.weights = append(c.weights, w)
+	}
+	return c, nil
 }
 
 // seqCands is one rank's sampling candidates for one sequence: ids and

@@ -22,15 +22,15 @@ func TestDecodeRouting(t *testing.T) {
 		}
 		return a
 	}
-	rows, ws, err := decodeRouting(enc([]int32{1, 2}, []int32{2}), 2, 4, 2, hosted)
+	rows, ws, err := decodeRows(enc([]int32{1, 2}, []int32{2}), 2, 4, 2, hosted)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([][]int32{nil, {0}, {0, 1}, nil}, rows); diff != "" {
-		t.Errorf("rows (-want +got)\n%s", diff)
+	if diff := cmp.Diff([][]int32{{1, 2}, {2}}, rows); diff != "" {
+		t.Errorf("experts by row (-want +got)\n%s", diff)
 	}
-	if diff := cmp.Diff([][]float32{nil, {0.25}, {0.25, 0.25}, nil}, ws); diff != "" {
-		t.Errorf("weights (-want +got)\n%s", diff)
+	if diff := cmp.Diff([][]float32{{0.25, 0.25}, {0.25}}, ws); diff != "" {
+		t.Errorf("weights by row (-want +got)\n%s", diff)
 	}
 	nan := appendPair([]int32{1}, 0, float32(math.NaN()))
 	for name, tc := range map[string]struct {
@@ -47,7 +47,7 @@ func TestDecodeRouting(t *testing.T) {
 		"twice in a row": {enc([]int32{1, 1}), 1},
 		"NaN weight":     {nan, 1},
 	} {
-		if _, _, err := decodeRouting(tc.aux, tc.rows, 4, 2, hosted); !errors.Is(err, ErrProtocol) {
+		if _, _, err := decodeRows(tc.aux, tc.rows, 4, 2, hosted); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: err = %v, want ErrProtocol", name, err)
 		}
 	}
@@ -66,28 +66,27 @@ func FuzzDecodeRouting(f *testing.F) {
 		for i := range aux {
 			aux[i] = int32(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
 		}
-		rows, ws, err := decodeRouting(aux, nrows, 8, 4, func(e int) bool { return e%2 == 0 })
+		rows, ws, err := decodeRows(aux, nrows, 8, 4, func(e int) bool { return e%2 == 0 })
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v is not ErrProtocol", err)
 			}
 			return
 		}
-		perRow := make([]int, nrows)
-		for e := range rows {
-			if len(rows[e]) != len(ws[e]) || (len(rows[e]) > 0 && e%2 != 0) {
-				t.Fatalf("expert %d: %d rows, %d weights", e, len(rows[e]), len(ws[e]))
-			}
-			for i, r := range rows[e] {
-				perRow[r]++
-				if !(ws[e][i] >= 0 && ws[e][i] <= 1) {
-					t.Fatalf("weight %v", ws[e][i])
-				}
-			}
+		if len(rows) != nrows || len(ws) != nrows {
+			t.Fatalf("%d rows, %d weight rows for %d", len(rows), len(ws), nrows)
 		}
-		for r, c := range perRow {
-			if c < 1 || c > 4 {
-				t.Fatalf("row %d has %d experts", r, c)
+		for r, es := range rows {
+			if len(es) < 1 || len(es) > 4 || len(es) != len(ws[r]) {
+				t.Fatalf("row %d: %d experts, %d weights", r, len(es), len(ws[r]))
+			}
+			for i, e := range es {
+				if e%2 != 0 || slices.Contains(es[:i], e) {
+					t.Fatalf("row %d: expert %d not hosted or repeated", r, e)
+				}
+				if !(ws[r][i] >= 0 && ws[r][i] <= 1) {
+					t.Fatalf("weight %v", ws[r][i])
+				}
 			}
 		}
 	})
@@ -159,4 +158,73 @@ func TestCandidatesRoundTrip(t *testing.T) {
 			t.Fatalf("truncated to %d ints: err = %v, want ErrProtocol", cut, err)
 		}
 	}
+}
+
+func TestDecodeCombine(t *testing.T) {
+	w := int32(math.Float32bits(0.5))
+	c, err := decodeCombine([]int32{2, 5, w, 0, 1, w}, 2, true, 3, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(combineRows{tokens: []int32{2, 0}, experts: []int32{5, 1}, weights: []float32{0.5, 0.5}}, c, cmp.AllowUnexported(combineRows{})); diff != "" {
+		t.Errorf("by expert (-want +got)\n%s", diff)
+	}
+	c, err = decodeCombine([]int32{1, 0}, 2, false, 2, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(combineRows{tokens: []int32{1, 0}}, c, cmp.AllowUnexported(combineRows{})); diff != "" {
+		t.Errorf("by worker (-want +got)\n%s", diff)
+	}
+	nan := int32(math.Float32bits(float32(math.NaN())))
+	for name, tc := range map[string]struct {
+		aux      []int32
+		rows     int
+		byExpert bool
+	}{
+		"short":           {[]int32{0}, 2, false},
+		"long":            {[]int32{0, 1, 1}, 2, false},
+		"token too large": {[]int32{3}, 1, false},
+		"negative token":  {[]int32{-1}, 1, false},
+		"mode mismatch":   {[]int32{0}, 1, true},
+		"bad expert":      {[]int32{0, 8, w}, 1, true},
+		"NaN weight":      {[]int32{0, 1, nan}, 1, true},
+		"weight above 1":  {[]int32{0, 1, int32(math.Float32bits(1.5))}, 1, true},
+		"negative rows":   {nil, -1, false},
+	} {
+		if _, err := decodeCombine(tc.aux, tc.rows, tc.byExpert, 3, 8); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: err = %v, want ErrProtocol", name, err)
+		}
+	}
+}
+
+// FuzzDecodeCombine: combine aux data from a peer decodes within limits or
+// fails with ErrProtocol; never a panic.
+func FuzzDecodeCombine(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 63}, 1, true)
+	f.Add([]byte{0, 0, 0, 0}, 1, false)
+	f.Fuzz(func(t *testing.T, raw []byte, nrows int, byExpert bool) {
+		if nrows > 64 {
+			return
+		}
+		aux := make([]int32, len(raw)/4)
+		for i := range aux {
+			aux[i] = int32(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
+		}
+		c, err := decodeCombine(aux, nrows, byExpert, 5, 8)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error %v is not ErrProtocol", err)
+			}
+			return
+		}
+		if len(c.tokens) != nrows || (byExpert && (len(c.experts) != nrows || len(c.weights) != nrows)) {
+			t.Fatalf("%d rows decoded as %d tokens, %d experts", nrows, len(c.tokens), len(c.experts))
+		}
+		for i, tok := range c.tokens {
+			if tok < 0 || tok >= 5 || (byExpert && (c.experts[i] < 0 || c.experts[i] >= 8 || !(c.weights[i] >= 0 && c.weights[i] <= 1))) {
+				t.Fatalf("row %d out of range", i)
+			}
+		}
+	})
 }

@@ -75,6 +75,13 @@ type Config struct {
 	// saw the failure; it must not block and must not call into the worker
 	// or the mesh. Hand the event to another goroutine.
 	OnPeerLost func(meshEpoch uint64, peer int, err error)
+	// LayoutInvariantMoE adds each token's expert outputs in ascending
+	// expert id, as one process does, whatever the placement (docs/wire.md):
+	// MoE outputs then equal one process's bitwise on every placement, at
+	// the price of one combine row per (token, remote expert) instead of one
+	// per (token, remote worker). Every worker of a mesh must agree (a
+	// mismatch fails the step with ABORTED).
+	LayoutInvariantMoE bool
 }
 
 // Worker implements the WorkerService. It holds one shard per live

@@ -33,6 +33,15 @@ func roundTrip(x float32, dt DType) float32 {
 	return x
 }
 
+// RoundToWire rounds x in place to what it becomes after a trip through
+// the wire dtype dt (a no-op for F32), so that a value a worker keeps for
+// itself equals the copy its peers receive.
+func RoundToWire(x []float32, dt DType) {
+	if dt == BF16 {
+		quantize(x, x, dt)
+	}
+}
+
 // quantize rounds src into dst (same length) as the wire dtype would.
 func quantize(dst, src []float32, dt DType) {
 	if dt != BF16 {

@@ -137,6 +137,9 @@ func (m *Mesh) Size() int { return len(m.links) }
 // Epoch returns the mesh generation.
 func (m *Mesh) Epoch() uint64 { return m.cfg.Epoch }
 
+// WireDType returns the dtype activations travel in.
+func (m *Mesh) WireDType() DType { return m.cfg.WireDType }
+
 // LostPeers lists the peers whose links failed (lost, or broken by a
 // protocol violation), plus absent workers.
 func (m *Mesh) LostPeers() []int {

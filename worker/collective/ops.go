@@ -46,6 +46,9 @@ func (m *Mesh) AllReduceSum(ctx context.Context, tag Tag, group []int, data []fl
 	if T == 1 {
 		return nil
 	}
+	if 4*n <= m.cfg.OneRoundAllReduceBytes {
+		return m.allReduceOneRound(o, tag, group, data)
+	}
 	bound := func(k int) int { return k * n / T }
 	k0, k1 := key{tag: tag, round: 0}, key{tag: tag, round: 1}
 	o.expect(k0)
@@ -102,6 +105,48 @@ func (m *Mesh) AllReduceSum(ctx context.Context, tag Tag, group []int, data []fl
 		return nil
 	}); err != nil {
 		return err
+	}
+	return o.flush()
+}
+
+// allReduceOneRound is AllReduceSum in one round: every member sends its
+// whole vector to every other and sums the T vectors in rank order (float64,
+// rounded to float32 and to the wire dtype). Each element sees the same
+// additions in the same order as the owner of its chunk adds them in two
+// rounds, so with an f32 wire the results are bitwise equal; with bf16 a
+// member's own vector is rounded as its peers receive it, so every member
+// gets the same result.
+func (m *Mesh) allReduceOneRound(o *op, tag Tag, group []int, data []float32) error {
+	T, r, n := len(group), o.rank, len(data)
+	k0 := key{tag: tag, round: 0}
+	o.expect(k0)
+	v := m.vector(data)
+	for k, p := range group {
+		if k != r {
+			if err := o.send(p, k0, v, nil); err != nil {
+				return err
+			}
+		}
+	}
+	contrib := make([]*message, T)
+	if err := o.recv(k0, func(k int, msg *message) error {
+		contrib[k] = msg
+		return checkVector(msg, n, group[k])
+	}); err != nil {
+		return err
+	}
+	acc := make([]float64, n)
+	for k := range T {
+		if k == r {
+			for i, x := range data {
+				acc[i] += float64(roundTrip(x, m.cfg.WireDType))
+			}
+			continue
+		}
+		accumulate(acc, contrib[k])
+	}
+	for i, x := range acc {
+		data[i] = roundTrip(float32(x), m.cfg.WireDType)
 	}
 	return o.flush()
 }
