@@ -30,7 +30,8 @@ func (r *recordingFFN) MoE(ctx context.Context, step uint64, l int, h, out kerne
 // TestMoETraffic counts the bytes each worker sends on the MoE path in one
 // step and compares them with the placement's theoretical volume: Σ over
 // its tokens of the distinct remote workers computing its experts × hidden
-// × 4 bytes, for dispatch and for combine alike.
+// × 4 bytes for dispatch; for combine, each computed row once to every rank
+// of its token's group but the computing worker itself.
 func TestMoETraffic(t *testing.T) {
 	checkLeaks(t)
 	for _, lt := range []struct{ n, tp, replicas int }{{4, 1, 0}, {4, 2, 8}, {6, 2, 0}} {
@@ -56,40 +57,56 @@ func TestMoETraffic(t *testing.T) {
 				row++
 			}
 		}
-		var total int64
+		// Per worker: dispatch rows it sends (distinct remote computing
+		// workers per token) and combine rows it sends (each computed row
+		// goes to every rank of the token's group but itself).
+		hidBytes := int64(hid) * 4
+		wantDisp, wantComb := make([]int64, lt.n), make([]int64, lt.n)
 		for w := range lt.n {
 			g, r := c.layout.Group(w), c.layout.Rank(w)
+			group := c.layout.GroupWorkers(g)
 			share := sharding.SplitRange(len(byGroup[g]), lt.tp, r)
-			var want int64
 			for l := range local.Cfg.NumHiddenLayers {
 				rt := rec.routes[l]
 				var chosen [][]int
 				var keys []uint64
-				for i, tok := range byGroup[g][share[0]:share[1]] {
+				for _, tok := range byGroup[g][share[0]:share[1]] {
 					var es []int
 					for _, e := range rt.Experts[tok*rt.K : (tok+1)*rt.K] {
 						es = append(es, int(e))
 					}
 					chosen = append(chosen, es)
-					keys = append(keys, worker.TokenKey(w, i))
+					keys = append(keys, worker.RoutingKey(rt.Experts[tok*rt.K:(tok+1)*rt.K]))
 				}
-				want += sharding.MoETrafficBytes(c.place, w, chosen, keys, hid, 4)
+				for d, rows := range sharding.MoEDispatchIn(c.place, group, chosen, keys) {
+					if d != w {
+						wantDisp[w] += int64(rows) * hidBytes
+					}
+					to := lt.tp
+					if c.layout.Group(d) == g {
+						to-- // d is a rank of the token's group: it keeps its own copy
+					}
+					wantComb[d] += int64(rows*to) * hidBytes
+				}
 			}
+		}
+		var total int64
+		for w := range lt.n {
 			phases := map[pb.Phase]*pb.PhaseStats{}
 			for _, ps := range c.driver.LastStats[w].GetPhases() {
 				phases[ps.Phase] = ps
 			}
 			disp, comb := phases[pb.Phase_PHASE_DISPATCH], phases[pb.Phase_PHASE_COMBINE]
-			if got := int64(disp.GetTensorBytesSent()); got != want {
-				t.Errorf("N%d T%d R%d worker %d: dispatch sent %d tensor bytes, placement implies %d", lt.n, lt.tp, lt.replicas, w, got, want)
+			if got := int64(disp.GetTensorBytesSent()); got != wantDisp[w] {
+				t.Errorf("N%d T%d R%d worker %d: dispatch sent %d tensor bytes, placement implies %d", lt.n, lt.tp, lt.replicas, w, got, wantDisp[w])
 			}
-			if comb.GetTensorBytesSent() != disp.GetTensorBytesReceived() {
-				t.Errorf("worker %d: combine sent %d bytes back for %d received in dispatch", w, comb.GetTensorBytesSent(), disp.GetTensorBytesReceived())
+			if got := int64(comb.GetTensorBytesSent()); got != wantComb[w] {
+				t.Errorf("N%d T%d R%d worker %d: combine sent %d tensor bytes, placement implies %d", lt.n, lt.tp, lt.replicas, w, got, wantComb[w])
 			}
 			if wire, tensor := disp.GetWireBytesSent(), disp.GetTensorBytesSent(); tensor > 0 && float64(wire) > 1.05*float64(tensor) {
 				t.Errorf("worker %d: dispatch framing overhead %.1f%% (> 5%%): %d wire bytes for %d tensor bytes", w, 100*(float64(wire)/float64(tensor)-1), wire, tensor)
 			}
-			total += want
+			total += wantDisp[w]
 		}
 		if total == 0 {
 			t.Errorf("N%d T%d: no MoE traffic at all; the test proves nothing", lt.n, lt.tp)

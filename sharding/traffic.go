@@ -34,6 +34,29 @@ func MoEDispatch(p *Placement, worker int, chosen [][]int, tokenKeys []uint64) [
 	return out
 }
 
+// MoEDispatchIn is MoEDispatch for the batch-invariant routing the workers
+// use (Placement.RouteIn): worker is a member of group, and each token's
+// experts are computed by RouteIn(group, e, key) (so a token may leave the
+// process even when its worker hosts a copy, when the key picks another
+// member's). Arguments are as for MoEDispatch; tokenKeys is required.
+func MoEDispatchIn(p *Placement, group []int, chosen [][]int, tokenKeys []uint64) []int {
+	if len(tokenKeys) != len(chosen) {
+		panic(fmt.Sprintf("sharding: %d token keys for %d tokens", len(tokenKeys), len(chosen)))
+	}
+	out := make([]int, p.Workers)
+	seen := make([]int, p.Workers)
+	for i, experts := range chosen {
+		for _, e := range experts {
+			d := p.RouteIn(group, e, tokenKeys[i])
+			if seen[d] != i+1 {
+				seen[d] = i + 1
+				out[d]++
+			}
+		}
+	}
+	return out
+}
+
 // MoETrafficBytes returns the bytes worker sends in the dispatch of one MoE
 // layer: Σ over its tokens of the number of distinct remote destinations
 // (after Route) × hidden × bytesPerElem. The combine sends the same volume

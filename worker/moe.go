@@ -29,23 +29,19 @@ type Exchange interface {
 
 var _ Exchange = (*collective.Mesh)(nil)
 
-// TokenKey is the replica key the dispatch used before RoutingKey: token i
-// of worker self's share. It depends on the token's place in the step, so
-// it is no longer used to route; it stays for callers that model the old
-// routing.
-func TokenKey(self, i int) uint64 { return uint64(self)<<32 | uint64(i) }
-
 // RoutingKey is the key that picks an expert replica for a token
 // (sharding.Placement.RouteIn): a hash of the token's router decision, its
-// expert ids and the bits of their weights. That decision is a function of
-// the token's hidden state alone, so the replica, and with it the grouping
-// and order of the sums, does not change with the rest of the batch or
-// with the rank that holds the token. (The FFN sees no sequence ids; two
-// tokens with bitwise-equal hidden states share their replicas.)
-func RoutingKey(experts []int32, weights []float32) uint64 {
+// expert ids in the router's order. That decision is a function of the
+// token's hidden state alone, so the replica, and with it the grouping and
+// order of the sums, does not change with the rest of the batch or with
+// the rank that holds the token. The weights are left out on purpose: a
+// last-bit difference in them (another layout's summation order) must not
+// move the token to another replica. (The FFN sees no sequence ids; tokens
+// routed to the same experts share their replicas.)
+func RoutingKey(experts []int32) uint64 {
 	h := uint64(0x9e3779b97f4a7c15)
-	for j, e := range experts {
-		h = mix64(h ^ (uint64(uint32(e))<<32 | uint64(math.Float32bits(weights[j]))))
+	for _, e := range experts {
+		h = mix64(h ^ uint64(uint32(e)))
 	}
 	return h
 }
@@ -177,7 +173,7 @@ func (d *meshMoE) MoE(ctx context.Context, step uint64, l int, h, out kernels.Bu
 	dstOf := make([]int, r.K)
 	for i := range n {
 		es, ws := r.Experts[i*r.K:(i+1)*r.K], r.Weights[i*r.K:(i+1)*r.K]
-		key := RoutingKey(es, ws)
+		key := RoutingKey(es)
 		for j, e := range es {
 			dstOf[j] = place.RouteIn(group, int(e), key)
 		}
