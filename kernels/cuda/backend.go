@@ -3,9 +3,12 @@
 package cuda
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"runtime"
+	"strings"
+	"time"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -33,6 +36,8 @@ type Backend struct {
 	arch    int // compute capability major*10+minor
 	sms     int // multiprocessors
 	devName string
+	jitTime time.Duration // module load, including the driver's PTX compilation
+	jitLog  string        // the driver's informational JIT log
 
 	meta  metaRing
 	stage [2]staging
@@ -124,9 +129,17 @@ func (b *Backend) init() error {
 	if b.arch >= 90 {
 		ptx = ptxSM90
 	}
-	if b.mod, err = cu.LoadData(ptx); err != nil {
-		return fmt.Errorf("cuda: loading the kernel module for compute capability %d.%d: %w", b.arch/10, b.arch%10, err)
+	// The driver compiles the PTX here (cached under CUDA_CACHE_PATH);
+	// its error log names the offending kernel and line when it refuses.
+	infoLog, errLog := make([]byte, 16<<10), make([]byte, 16<<10)
+	t0 := time.Now()
+	b.mod, err = cu.LoadDataEx(ptx, &cu.JITInfoLogBuffer{Buffer: infoLog}, &cu.JITErrorLogBuffer{Buffer: errLog})
+	b.jitTime = time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("cuda: loading the kernel module for compute capability %d.%d (after %v): %w: %s",
+			b.arch/10, b.arch%10, b.jitTime.Round(time.Millisecond), err, cString(errLog))
 	}
+	b.jitLog = cString(infoLog)
 	b.fns = make(map[string]cu.Function, len(kernelNames))
 	for _, name := range kernelNames {
 		f, err := b.mod.Function(name)
@@ -187,9 +200,22 @@ func (b *Backend) Close() error {
 // Name returns "cuda:N".
 func (b *Backend) Name() string { return fmt.Sprintf("cuda:%d", b.device) }
 
-// Info describes the device: name, compute capability, multiprocessors.
+// Info describes the device: name, compute capability, multiprocessors,
+// and how long loading the kernel module (the PTX JIT) took.
 func (b *Backend) Info() string {
-	return fmt.Sprintf("%s (compute capability %d.%d, %d SMs)", b.devName, b.arch/10, b.arch%10, b.sms)
+	return fmt.Sprintf("%s (compute capability %d.%d, %d SMs; kernel module loaded in %v)",
+		b.devName, b.arch/10, b.arch%10, b.sms, b.jitTime.Round(time.Millisecond))
+}
+
+// JITLog returns the driver's informational log from compiling the PTX.
+func (b *Backend) JITLog() string { return b.jitLog }
+
+// cString returns the text of a NUL-terminated log buffer.
+func cString(buf []byte) string {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i]
+	}
+	return strings.TrimSpace(string(buf))
 }
 
 // enter binds the context to the calling thread; the caller defers the

@@ -371,18 +371,20 @@ func copies(bytes int) int {
 	return max(1, min(16, (set+bytes-1)/bytes))
 }
 
-func benchBuf(b *testing.B, be *cuda.Backend, dt kernels.DType, n int, rng *rand.Rand) kernels.Buffer {
+// benchBuf allocates n elements freed when tb ends and, with rng, fills
+// them with uniform values in [-1, 1) (never zeros: they can run faster).
+func benchBuf(tb testing.TB, be *cuda.Backend, dt kernels.DType, n int, rng *rand.Rand) kernels.Buffer {
 	buf, err := be.Alloc(dt, n)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { be.Free(buf) })
+	tb.Cleanup(func() { be.Free(buf) })
 	if rng == nil {
 		return buf
 	}
 	vals := make([]float32, n)
 	for i := range vals {
-		vals[i] = float32(rng.NormFloat64())
+		vals[i] = float32(int32(rng.Uint32())) * (1.0 / (1 << 31))
 	}
 	if dt == kernels.BF16 {
 		bits := make([]uint16, n)
@@ -394,9 +396,24 @@ func benchBuf(b *testing.B, be *cuda.Backend, dt kernels.DType, n int, rng *rand
 		err = be.WriteF32(buf, 0, vals)
 	}
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	return buf
+}
+
+// memo returns a function that makes a sub-benchmark's inputs on its first
+// call and returns the same inputs afterwards: b.Run calls a benchmark's
+// function once per b.N round, and the inputs (hundreds of MB of random
+// data) must be generated once. They are freed when parent ends.
+func memo[T any](parent *testing.B, mk func(tb testing.TB) T) func() T {
+	var v T
+	done := false
+	return func() T {
+		if !done {
+			v, done = mk(parent), true
+		}
+		return v
+	}
 }
 
 // BenchmarkDeviceCopy measures device-to-device copy bandwidth (bytes read
@@ -411,50 +428,73 @@ func BenchmarkDeviceCopy(b *testing.B) {
 
 func BenchmarkModel(b *testing.B) {
 	be := gpu(b)
+	parent := b
 	rng := rand.New(rand.NewPCG(3, 4))
 	const hidden, vocab, moeInter, experts = 2048, 151936, 768, 8
+	// Weight copies per (n, k), shared by the batch sizes of one shape.
+	weights := map[[2]int]func() []kernels.Buffer{}
 	for _, s := range []struct {
 		name    string
 		m, n, k int
 	}{
 		{"q_proj", 1, 4096, hidden},
 		{"q_proj", 8, 4096, hidden},
+		{"q_proj", 16, 4096, hidden},
 		{"o_proj", 1, hidden, 4096},
+		{"o_proj", 16, hidden, 4096},
 		{"lm_head", 1, vocab, hidden},
 		{"lm_head", 8, vocab, hidden},
+		{"lm_head", 16, vocab, hidden},
 		{"q_proj_prefill", 512, 4096, hidden},
 	} {
+		key := [2]int{s.n, s.k}
+		if weights[key] == nil {
+			weights[key] = memo(b, func(tb testing.TB) []kernels.Buffer {
+				w := make([]kernels.Buffer, copies(2*s.n*s.k))
+				for i := range w {
+					w[i] = benchBuf(tb, be, kernels.BF16, s.n*s.k, rng)
+				}
+				return w
+			})
+		}
+		wfn := weights[key]
+		xo := memo(b, func(tb testing.TB) [2]kernels.Buffer {
+			return [2]kernels.Buffer{benchBuf(tb, be, kernels.F32, s.m*s.k, rng), benchBuf(tb, be, kernels.F32, s.m*s.n, nil)}
+		})
 		b.Run(fmt.Sprintf("MatMul/%s/BF16/m=%d/n=%d/k=%d", s.name, s.m, s.n, s.k), func(b *testing.B) {
-			x := benchBuf(b, be, kernels.F32, s.m*s.k, rng)
-			w := make([]kernels.Buffer, copies(2*s.n*s.k))
-			for i := range w {
-				w[i] = benchBuf(b, be, kernels.BF16, s.n*s.k, rng)
-			}
-			out := benchBuf(b, be, kernels.F32, s.m*s.n, nil)
+			w := wfn()
+			x, out := xo()[0], xo()[1]
 			bytes := float64(2*s.n*s.k + 4*s.m*(s.k+s.n))
 			benchOp(b, be, bytes, 2*float64(s.m*s.n*s.k), func(i int) { be.MatMul(out, x, w[i%len(w)], s.m, s.n, s.k) })
 		})
 	}
-	for _, tokens := range []int{1, 16, 512} {
+	const groups = 128
+	expertW := memo(b, func(tb testing.TB) []kernels.Buffer {
+		ws := make([]kernels.Buffer, groups)
+		for g := range ws {
+			ws[g] = benchBuf(tb, be, kernels.BF16, moeInter*hidden, rng)
+		}
+		return ws
+	})
+	for _, tokens := range []int{1, 8, 16, 512} {
 		// Each token picks 8 of 128 experts; all 128 are local here.
+		rows := make([]int, groups)
+		for range tokens * experts {
+			rows[rng.IntN(groups)]++
+		}
+		off, total, used := make([]int, groups), 0, 0
+		for g := range groups {
+			off[g], total = total, total+rows[g]
+			if rows[g] > 0 {
+				used++
+			}
+		}
+		xo := memo(b, func(tb testing.TB) [2]kernels.Buffer {
+			return [2]kernels.Buffer{benchBuf(tb, be, kernels.F32, total*hidden, rng), benchBuf(tb, be, kernels.F32, total*moeInter, nil)}
+		})
 		b.Run(fmt.Sprintf("GroupedMatMul/experts_up/BF16/tokens=%d", tokens), func(b *testing.B) {
-			const groups = 128
-			rows := make([]int, groups)
-			for range tokens * experts {
-				rows[rng.IntN(groups)]++
-			}
-			off, total := make([]int, groups), 0
-			ws := make([]kernels.Buffer, groups)
-			used := 0
-			for g := range groups {
-				off[g], total = total, total+rows[g]
-				ws[g] = benchBuf(b, be, kernels.BF16, moeInter*hidden, rng)
-				if rows[g] > 0 {
-					used++
-				}
-			}
-			x := benchBuf(b, be, kernels.F32, total*hidden, rng)
-			out := benchBuf(b, be, kernels.F32, total*moeInter, nil)
+			ws := expertW()
+			x, out := xo()[0], xo()[1]
 			bytes := float64(used*2*moeInter*hidden + 4*total*(hidden+moeInter))
 			// Each iteration routes to a different set of experts.
 			perms := make([][]kernels.Buffer, copies(used*2*moeInter*hidden))
@@ -469,7 +509,9 @@ func BenchmarkModel(b *testing.B) {
 			})
 		})
 	}
-	for _, s := range []struct{ batch, ctx int }{{1, 4096}, {8, 4096}, {32, 1024}} {
+	for _, s := range []struct{ batch, ctx int }{{1, 4096}, {8, 4096}, {16, 4096}, {32, 1024}} {
+		type attnIn struct{ kc, vc []kernels.Buffer }
+		var in func() attnIn
 		b.Run(fmt.Sprintf("Attention/decode/batch=%d/ctx=%d/heads=32/kv=4/dim=128", s.batch, s.ctx), func(b *testing.B) {
 			p := kernels.AttnParams{Heads: 32, KVHeads: 4, HeadDim: 128, Scale: 0.088, BlockSize: 16}
 			width := p.KVHeads * p.HeadDim
@@ -482,10 +524,16 @@ func BenchmarkModel(b *testing.B) {
 				p.SeqOf, p.Pos = append(p.SeqOf, int32(q)), append(p.Pos, int32(s.ctx-1))
 			}
 			cache := s.batch * s.ctx * width
-			kc, vc := make([]kernels.Buffer, copies(2*4*cache)), make([]kernels.Buffer, copies(2*4*cache))
-			for i := range kc {
-				kc[i], vc[i] = benchBuf(b, be, kernels.F32, cache, rng), benchBuf(b, be, kernels.F32, cache, rng)
+			if in == nil {
+				in = memo(parent, func(tb testing.TB) attnIn {
+					kc, vc := make([]kernels.Buffer, copies(2*4*cache)), make([]kernels.Buffer, copies(2*4*cache))
+					for i := range kc {
+						kc[i], vc[i] = benchBuf(tb, be, kernels.F32, cache, rng), benchBuf(tb, be, kernels.F32, cache, rng)
+					}
+					return attnIn{kc, vc}
+				})
 			}
+			kc, vc := in().kc, in().vc
 			q := benchBuf(b, be, kernels.F32, s.batch*p.Heads*p.HeadDim, rng)
 			out := benchBuf(b, be, kernels.F32, s.batch*p.Heads*p.HeadDim, nil)
 			benchOp(b, be, float64(2*4*cache), 4*float64(s.batch*s.ctx*p.Heads*p.HeadDim),

@@ -35,9 +35,10 @@ func (b *Backend) MatMul(out, x, w kernels.Buffer, m, n, k int) {
 	a := new(launchArgs).ptr(o.ptr).ptr(xb.ptr).ptr(wb.ptr).num(m).num(n).num(k)
 	switch {
 	case m <= gemvMaxRows && xb.ptr%16 == 0 && wb.ptr%16 == 0 && k%vecElems(wb.dt) == 0:
-		b.launch(fmt.Sprintf("mm_gemv_%s_m%d", sfx, gemvRows(m)), ceilDiv(n, 8), 1, 1, 256, a)
+		v := gemvRows(m)
+		b.launch(fmt.Sprintf("mm_gemv_%s_m%d", sfx, v), gemvBlocks(v, n), 1, 1, 256, a)
 	case m <= gemvMaxRows:
-		b.launch("mm_gemv_scalar_"+sfx, ceilDiv(n, 8), 1, 1, 256, a)
+		b.launch("mm_gemv_scalar_"+sfx, ceilDiv(n, gemvWarps), 1, 1, 256, a)
 	default:
 		b.launch("mm_tiled_"+sfx, ceilDiv(n, 64), ceilDiv(m, 64), 1, 256, a)
 	}
@@ -93,9 +94,10 @@ func (b *Backend) GroupedMatMul(out, x kernels.Buffer, w []kernels.Buffer, rowOf
 	a := new(launchArgs).ptr(o.ptr).ptr(xb.ptr).ptr(mp).num(n).num(k)
 	switch {
 	case maxRows <= gemvMaxRows && aligned && k%vecElems(dt) == 0:
-		b.launch(fmt.Sprintf("gmm_gemv_%s_m%d", sfx, gemvRows(maxRows)), ceilDiv(n, 8), groups, 1, 256, a)
+		v := gemvRows(maxRows)
+		b.launch(fmt.Sprintf("gmm_gemv_%s_m%d", sfx, v), gemvBlocks(v, n), groups, 1, 256, a)
 	case maxRows <= gemvMaxRows:
-		b.launch("gmm_gemv_scalar_"+sfx, ceilDiv(n, 8), groups, 1, 256, a)
+		b.launch("gmm_gemv_scalar_"+sfx, ceilDiv(n, gemvWarps), groups, 1, 256, a)
 	default:
 		b.launch("gmm_tiled_"+sfx, ceilDiv(n, 64), ceilDiv(maxRows, 64), groups, 256, a)
 	}

@@ -4,8 +4,25 @@ package cuda
 // so that they are tested in every build.
 
 // gemvMaxRows is the largest m that takes the GEMV path: up to this many
-// rows, streaming each weight row once beats the tiled kernel.
-const gemvMaxRows = 8
+// rows (decode batches), streaming each weight row once beats the tiled
+// kernel, which reads weights with 2-byte scalar loads.
+const gemvMaxRows = 16
+
+// gemvWarps is the number of warps in a GEMV block (256 threads).
+const gemvWarps = 8
+
+// gemvCols is the number of output columns one warp computes in the vector
+// GEMV variant for the given row count (csrc/matmul.cu gemv_shape): two
+// from 4 rows up, so that each x vector loaded serves two weight rows.
+func gemvCols(variant int) int {
+	if variant >= 4 {
+		return 2
+	}
+	return 1
+}
+
+// gemvBlocks is the grid width of a vector GEMV over n columns.
+func gemvBlocks(variant, n int) int { return ceilDiv(n, gemvWarps*gemvCols(variant)) }
 
 // gemvRows picks the kernel variant (accumulator count) for m rows.
 func gemvRows(m int) int {
@@ -16,8 +33,10 @@ func gemvRows(m int) int {
 		return 2
 	case m <= 4:
 		return 4
+	case m <= 8:
+		return 8
 	}
-	return 8
+	return 16
 }
 
 // Attention context splitting: positions per block step (8 warps × 4) and

@@ -7,9 +7,26 @@ import (
 )
 
 func TestGemvRows(t *testing.T) {
-	for _, tc := range []struct{ m, want int }{{1, 1}, {2, 2}, {3, 4}, {4, 4}, {5, 8}, {8, 8}} {
+	for _, tc := range []struct{ m, want int }{{1, 1}, {2, 2}, {3, 4}, {4, 4}, {5, 8}, {8, 8}, {9, 16}, {16, 16}} {
 		if got := gemvRows(tc.m); got != tc.want {
 			t.Errorf("gemvRows(%d) = %d, want %d", tc.m, got, tc.want)
+		}
+	}
+	if gemvMaxRows != 16 {
+		t.Errorf("gemvMaxRows = %d: decode batches up to 16 must take the GEMV path", gemvMaxRows)
+	}
+}
+
+// TestGemvBlocks checks that the grid covers every column exactly once:
+// blocks × warps × columns per warp reaches n, one block fewer would not.
+func TestGemvBlocks(t *testing.T) {
+	for _, v := range []int{1, 2, 4, 8, 16} {
+		for _, n := range []int{1, 7, 8, 15, 16, 17, 768, 4095, 151936} {
+			per := gemvWarps * gemvCols(v)
+			g := gemvBlocks(v, n)
+			if g*per < n || (g-1)*per >= n {
+				t.Errorf("variant m%d, n=%d: %d blocks of %d columns", v, n, g, per)
+			}
 		}
 	}
 }

@@ -15,10 +15,10 @@ var (
 // kernelNames lists every entry point the backend launches; New fails if
 // the loaded module lacks one.
 var kernelNames = []string{
-	"mm_gemv_f32_m1", "mm_gemv_f32_m2", "mm_gemv_f32_m4", "mm_gemv_f32_m8",
-	"mm_gemv_bf16_m1", "mm_gemv_bf16_m2", "mm_gemv_bf16_m4", "mm_gemv_bf16_m8",
-	"gmm_gemv_f32_m1", "gmm_gemv_f32_m2", "gmm_gemv_f32_m4", "gmm_gemv_f32_m8",
-	"gmm_gemv_bf16_m1", "gmm_gemv_bf16_m2", "gmm_gemv_bf16_m4", "gmm_gemv_bf16_m8",
+	"mm_gemv_f32_m1", "mm_gemv_f32_m2", "mm_gemv_f32_m4", "mm_gemv_f32_m8", "mm_gemv_f32_m16",
+	"mm_gemv_bf16_m1", "mm_gemv_bf16_m2", "mm_gemv_bf16_m4", "mm_gemv_bf16_m8", "mm_gemv_bf16_m16",
+	"gmm_gemv_f32_m1", "gmm_gemv_f32_m2", "gmm_gemv_f32_m4", "gmm_gemv_f32_m8", "gmm_gemv_f32_m16",
+	"gmm_gemv_bf16_m1", "gmm_gemv_bf16_m2", "gmm_gemv_bf16_m4", "gmm_gemv_bf16_m8", "gmm_gemv_bf16_m16",
 	"mm_gemv_scalar_f32", "mm_gemv_scalar_bf16", "gmm_gemv_scalar_f32", "gmm_gemv_scalar_bf16",
 	"mm_tiled_f32", "mm_tiled_bf16", "gmm_tiled_f32", "gmm_tiled_bf16",
 	"rmsnorm_warp", "rmsnorm_block", "softmax_warp", "softmax_block",

@@ -3,13 +3,15 @@
 // launch.
 //
 // Paths, chosen on the host:
-//   - gemv (m <= 8, the decode case): one warp per output column streams
-//     that weight row once with 16-byte non-allocating loads and keeps m
-//     accumulators in registers; the x rows stay in L1/L2. Needs 16-byte
-//     aligned w and x and k a multiple of the vector width.
+//   - gemv (m <= 16, the decode case): a warp owns 1 or 2 output columns
+//     (gemv_shape) and streams their weight rows once with 16-byte
+//     non-allocating loads, all of a step's loads issued before the FMAs;
+//     m×C accumulators in registers; each x vector, read from L1/L2, serves
+//     all the warp's columns. Needs 16-byte aligned w and x and k a
+//     multiple of the vector width.
 //   - gemv_scalar: the same with 4/2-byte loads, for unaligned views.
 //   - tiled: 64×64 output tiles, k in steps of 16 through shared memory,
-//     4×4 outputs per thread, f32 FMA. For prefill (m > 8).
+//     4×4 outputs per thread, f32 FMA. For prefill (m > 16).
 //
 // Grouped kernels read a small device array of 3 long longs per group:
 // {weight pointer, first row, row count}; group g = blockIdx.z (tiled) or
@@ -29,76 +31,122 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
 template <bool BF16> struct vec_elems { static const int value = 4; };
 template <> struct vec_elems<true> { static const int value = 8; };
 
+// The x values matching one 16-byte weight vector: 4 floats (f32 weights)
+// or 8 (bf16 weights), loaded once and used for every column of a warp.
+struct xvec {
+  float4 a, b;
+};
+
+template <bool BF16>
+__device__ __forceinline__ xvec load_x(const float *xp) {
+  xvec v;
+  v.a = __ldg(reinterpret_cast<const float4 *>(xp));
+  if (BF16) v.b = __ldg(reinterpret_cast<const float4 *>(xp + 4));
+  return v;
+}
+
 // Dot product of one 16-byte weight vector with the matching x values.
 template <bool BF16>
-__device__ __forceinline__ float dot_vec(uint4 wv, const float *xp);
+__device__ __forceinline__ float dot_vec(uint4 wv, const xvec &x);
 
 template <>
-__device__ __forceinline__ float dot_vec<false>(uint4 wv, const float *xp) {
-  float4 a = __ldg(reinterpret_cast<const float4 *>(xp));
-  float s = a.x * __uint_as_float(wv.x);
-  s = fmaf(a.y, __uint_as_float(wv.y), s);
-  s = fmaf(a.z, __uint_as_float(wv.z), s);
-  s = fmaf(a.w, __uint_as_float(wv.w), s);
+__device__ __forceinline__ float dot_vec<false>(uint4 wv, const xvec &x) {
+  float s = x.a.x * __uint_as_float(wv.x);
+  s = fmaf(x.a.y, __uint_as_float(wv.y), s);
+  s = fmaf(x.a.z, __uint_as_float(wv.z), s);
+  s = fmaf(x.a.w, __uint_as_float(wv.w), s);
   return s;
 }
 
 template <>
-__device__ __forceinline__ float dot_vec<true>(uint4 wv, const float *xp) {
-  float4 a = __ldg(reinterpret_cast<const float4 *>(xp));
-  float4 b = __ldg(reinterpret_cast<const float4 *>(xp + 4));
-  float s = a.x * bf16_lo(wv.x);
-  s = fmaf(a.y, bf16_hi(wv.x), s);
-  s = fmaf(a.z, bf16_lo(wv.y), s);
-  s = fmaf(a.w, bf16_hi(wv.y), s);
-  s = fmaf(b.x, bf16_lo(wv.z), s);
-  s = fmaf(b.y, bf16_hi(wv.z), s);
-  s = fmaf(b.z, bf16_lo(wv.w), s);
-  s = fmaf(b.w, bf16_hi(wv.w), s);
+__device__ __forceinline__ float dot_vec<true>(uint4 wv, const xvec &x) {
+  float s = x.a.x * bf16_lo(wv.x);
+  s = fmaf(x.a.y, bf16_hi(wv.x), s);
+  s = fmaf(x.a.z, bf16_lo(wv.y), s);
+  s = fmaf(x.a.w, bf16_hi(wv.y), s);
+  s = fmaf(x.b.x, bf16_lo(wv.z), s);
+  s = fmaf(x.b.y, bf16_hi(wv.z), s);
+  s = fmaf(x.b.z, bf16_lo(wv.w), s);
+  s = fmaf(x.b.w, bf16_hi(wv.w), s);
   return s;
 }
 
-#define GEMV_WARPS 8  // warps (output columns) per 256-thread block
+#define GEMV_WARPS 8  // warps per 256-thread block
 
-// gemv_vec: warp `col` of the grid computes out[i, col] for i in [0, m),
-// m <= M. Two vectors per lane are in flight per iteration.
+// Columns per warp (C) and 16-byte vectors per lane and column in flight
+// (U) of the variant for M rows; plan.go's gemvCols mirrors gemv_cols.
+// With C > 1 a warp's columns share every x vector it loads, which halves
+// the x traffic through L1 per weight byte at m >= 4.
+template <int M> struct gemv_shape { static const int C = 2, U = 2; };
+template <> struct gemv_shape<1> { static const int C = 1, U = 4; };
+template <> struct gemv_shape<2> { static const int C = 1, U = 4; };
+
+// gemv_vec: warp w of the grid computes out[i, col] for the C columns
+// col = w*C + c and rows i in [0, m), m <= M. Each step issues all C*U of a
+// lane's 16-byte weight loads before the first FMA; then, per row, loads
+// the x values once and applies them to every column.
 template <int M, bool BF16>
 __device__ __forceinline__ void gemv_vec(float *__restrict__ out,
                                          const float *__restrict__ x,
                                          const void *__restrict__ w, int m,
                                          int n, int k) {
+  const int C = gemv_shape<M>::C, U = gemv_shape<M>::U;
   const int V = vec_elems<BF16>::value;
   const int esz = BF16 ? 2 : 4;
+  const int STEP = WARP * V;  // elements of k per warp-wide vector load
   int lane = threadIdx.x % WARP;
-  int col = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
-  if (col >= n) return;
-  const char *wrow = reinterpret_cast<const char *>(w) + (size_t)col * k * esz;
-  float acc[M];
+  int col0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / WARP) * C;
+  if (col0 >= n) return;
+  const char *wrow[C];
 #pragma unroll
-  for (int i = 0; i < M; i++) acc[i] = 0.f;
+  for (int c = 0; c < C; c++)  // a column past n repeats the last one, unstored
+    wrow[c] = reinterpret_cast<const char *>(w) + (size_t)min(col0 + c, n - 1) * k * esz;
+  float acc[M][C];
+#pragma unroll
+  for (int i = 0; i < M; i++)
+#pragma unroll
+    for (int c = 0; c < C; c++) acc[i][c] = 0.f;
   int kk = lane * V;
-  for (; kk + WARP * V < k; kk += 2 * WARP * V) {
-    uint4 w0 = ld_stream(wrow + (size_t)kk * esz);
-    uint4 w1 = ld_stream(wrow + (size_t)(kk + WARP * V) * esz);
+  for (; kk + (U - 1) * STEP < k; kk += U * STEP) {
+    uint4 wv[C][U];
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+      for (int u = 0; u < U; u++) wv[c][u] = ld_stream(wrow[c] + (size_t)(kk + u * STEP) * esz);
 #pragma unroll
     for (int i = 0; i < M; i++) {
       if (i < m) {
-        const float *xr = x + (size_t)i * k;
-        acc[i] += dot_vec<BF16>(w0, xr + kk) + dot_vec<BF16>(w1, xr + kk + WARP * V);
+        const float *xr = x + (size_t)i * k + kk;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          xvec xv = load_x<BF16>(xr + u * STEP);
+#pragma unroll
+          for (int c = 0; c < C; c++) acc[i][c] += dot_vec<BF16>(wv[c][u], xv);
+        }
       }
     }
   }
-  if (kk < k) {
-    uint4 w0 = ld_stream(wrow + (size_t)kk * esz);
+  for (; kk < k; kk += STEP) {  // fewer than U vectors left
+    uint4 wv[C];
 #pragma unroll
-    for (int i = 0; i < M; i++)
-      if (i < m) acc[i] += dot_vec<BF16>(w0, x + (size_t)i * k + kk);
+    for (int c = 0; c < C; c++) wv[c] = ld_stream(wrow[c] + (size_t)kk * esz);
+#pragma unroll
+    for (int i = 0; i < M; i++) {
+      if (i < m) {
+        xvec xv = load_x<BF16>(x + (size_t)i * k + kk);
+#pragma unroll
+        for (int c = 0; c < C; c++) acc[i][c] += dot_vec<BF16>(wv[c], xv);
+      }
+    }
   }
 #pragma unroll
   for (int i = 0; i < M; i++) {
     if (i < m) {
-      float s = warp_sum(acc[i]);
-      if (lane == 0) out[(size_t)i * n + col] = s;
+#pragma unroll
+      for (int c = 0; c < C; c++) {
+        float s = warp_sum(acc[i][c]);
+        if (lane == 0 && col0 + c < n) out[(size_t)i * n + col0 + c] = s;
+      }
     }
   }
 }
@@ -223,10 +271,12 @@ DEFINE_GEMV(1, f32, false)
 DEFINE_GEMV(2, f32, false)
 DEFINE_GEMV(4, f32, false)
 DEFINE_GEMV(8, f32, false)
+DEFINE_GEMV(16, f32, false)
 DEFINE_GEMV(1, bf16, true)
 DEFINE_GEMV(2, bf16, true)
 DEFINE_GEMV(4, bf16, true)
 DEFINE_GEMV(8, bf16, true)
+DEFINE_GEMV(16, bf16, true)
 
 #define DEFINE_MM(SUF, BF)                                                       \
   extern "C" __global__ void __launch_bounds__(256)                              \
