@@ -109,7 +109,13 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 	defer closeFn()
 	active := ActiveWeightBytes(cfg)
 	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tcopy bound tok/s\tfraction\tread GB/s\tread bound tok/s\tfraction\t\n")
+	// On a GPU the host-RAM figures below are no bound: label them so.
+	onGPU := strings.HasPrefix(o.Cluster.Device, "cuda")
+	if onGPU {
+		fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\thost copy GB/s\thost-RAM tok/s\t-\thost read GB/s\thost-RAM tok/s\t-\t\n")
+	} else {
+		fmt.Fprintf(tw, "batch\tprefill tok/s\tdecode tok/s\tcopy GB/s\tcopy bound tok/s\tfraction\tread GB/s\tread bound tok/s\tfraction\t\n")
+	}
 	var comm []string
 	for _, b := range o.batchSzs {
 		cs := &commStats{}
@@ -125,7 +131,7 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 		rd := ReadBandwidth(256<<20, 3)
 		// The bound is a batch-1 figure: one token reads the active weights once.
 		frac := func(bound float64) string {
-			if b != 1 {
+			if b != 1 || onGPU {
 				return "-"
 			}
 			return fmt.Sprintf("%.2f", decode/bound)
@@ -137,6 +143,9 @@ func (o *benchOptions) Run(ctx context.Context, s IOStreams) error {
 		active, float64(active)/1e6, runtime.GOMAXPROCS(0), o.Cluster.Workers, o.Cluster.TP)
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if onGPU {
+		fmt.Fprintf(s.Out, "--device %s: the bandwidth columns measure host RAM, not the GPU's memory; the GPU's bound is its device-to-device copy bandwidth (BenchmarkDeviceCopy, scripts/gpu-check.sh run; docs/cuda.md)\n", o.Cluster.Device)
 	}
 	for _, c := range comm {
 		fmt.Fprint(s.Out, c)
