@@ -84,10 +84,14 @@ func TestChunkedAndPreempted(t *testing.T) {
 			if p := rec.preemptions(); (p > 0) != tc.preempt {
 				t.Errorf("%d preemptions, want some: %v", p, tc.preempt)
 			}
-			if rec.scheduled != len(reqs) {
-				t.Errorf("Scheduled called %d times for %d requests", rec.scheduled, len(reqs))
+			// The term may still report the last step while this reads.
+			rec.mu.Lock()
+			scheduled, steps := rec.scheduled, slices.Clone(rec.steps)
+			rec.mu.Unlock()
+			if scheduled != len(reqs) {
+				t.Errorf("Scheduled called %d times for %d requests", scheduled, len(reqs))
 			}
-			for _, s := range rec.steps {
+			for _, s := range steps {
 				if s.PromptTokens+s.GenerationTokens == 0 || s.Running > tc.seqs {
 					t.Errorf("step stats %+v", s)
 				}
