@@ -23,6 +23,15 @@ func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
 		clear(o[:m*n])
 		return
 	}
+	if c.useDP(wb.dt, m) {
+		xb := c.dpX(xs[:m*k])
+		tasks := c.pool.split((n+3)/4, 4*m*k)
+		c.pool.run(tasks, func(_, t int) {
+			lo, hi := chunk(n, tasks, t, 4)
+			matmulDPRange(o, xb, wb.bf16, m, k, lo, hi, n)
+		})
+		return
+	}
 	if wb.dt == BF16 {
 		xs = c.roundedX(xs[:m*k])
 	}
@@ -63,6 +72,17 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		checkFP8("GroupedMatMul w", host(w[g]), n, k)
 		total += rows[g] * n * k
 	}
+	// x in bfloat16 for the groups on the bf16 dot kernels, as far as
+	// the last row any group reads.
+	var xb []uint16
+	end, dp := 0, false
+	for g, wg := range w {
+		end = max(end, (rowOff[g]+rows[g])*k)
+		dp = dp || c.useDP(wg.DType(), rows[g])
+	}
+	if dp {
+		xb = c.dpX(xs[:end])
+	}
 	target := max(total/(4*c.threads), 1)
 	type task struct{ g, lo, hi int }
 	var tasks []task
@@ -83,6 +103,10 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 	c.pool.run(len(tasks), func(_, i int) {
 		tk := tasks[i]
 		r0, m := rowOff[tk.g], rows[tk.g]
+		if wb := host(w[tk.g]); c.useDP(wb.dt, m) {
+			matmulDPRange(o[r0*n:], xb[r0*k:], wb.bf16, m, k, tk.lo, tk.hi, n)
+			return
+		}
 		matmulRange(o[r0*n:], xs[r0*k:], host(w[tk.g]), m, n, k, tk.lo, tk.hi, n)
 	})
 }

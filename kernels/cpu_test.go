@@ -157,3 +157,26 @@ func TestE4M3Values(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUBF16Compute runs the bf16 compute conformance on the VDPBF16PS
+// kernels where the processor has them, on their pure-Go emulation, and
+// with more threads than cores.
+func TestCPUBF16Compute(t *testing.T) {
+	for _, f := range []string{"", "avx512"} {
+		t.Run("features="+f, func(t *testing.T) {
+			restore := kernels.SetFeatures(f)
+			defer restore()
+			t.Logf("kernels use %s, native bf16 dot products %v", kernels.Features(), kernels.BF16DotNative())
+			kernelstest.RunBF16Compute(t, func() kernels.Backend {
+				c := kernels.NewCPU(kernels.WithCompute(kernels.ComputeBF16))
+				t.Cleanup(c.Close)
+				return c
+			}, 2)
+		})
+	}
+	kernelstest.RunBF16Compute(t, func() kernels.Backend {
+		c := kernels.NewCPU(kernels.WithCompute(kernels.ComputeBF16), kernels.WithThreads(5))
+		t.Cleanup(c.Close)
+		return c
+	}, 2)
+}
