@@ -103,13 +103,13 @@ func checkMatMulRounded(t *testing.T, be kernels.Backend, rng *rand.Rand, dt ker
 func roundingX(rng *rand.Rand, n int) []float32 {
 	x := randF32(rng, n, 1)
 	special := []float32{
-		math.Float32frombits(0x3f808000),  // 1 + 2⁻⁸: a tie, rounds down to even
-		math.Float32frombits(0xbf818000),  // a tie that rounds up to even
-		math.Float32frombits(0x3f807fff),  // just below a tie
-		math.Float32frombits(0x40008001),  // just above a tie
-		math.Float32frombits(0x00400000),  // subnormal: read as zero
-		math.Float32frombits(0x807fffff),  // subnormal: read as -0
-		math.Float32frombits(0x00800000),  // smallest normal
+		math.Float32frombits(0x3f808000), // 1 + 2⁻⁸: a tie, rounds down to even
+		math.Float32frombits(0xbf818000), // a tie that rounds up to even
+		math.Float32frombits(0x3f807fff), // just below a tie
+		math.Float32frombits(0x40008001), // just above a tie
+		math.Float32frombits(0x00400000), // subnormal: read as zero
+		math.Float32frombits(0x807fffff), // subnormal: read as -0
+		math.Float32frombits(0x00800000), // smallest normal
 		3e4, -65504, 1e-30,
 	}
 	for i := range x {
