@@ -20,6 +20,22 @@ func dot1x4DPAVX512(out *[4]float32, x, w *uint16, ldw, n int)
 //go:noescape
 func dot4x4DPAVX512(out *[16]float32, x *uint16, ldx int, w *uint16, ldw, n int)
 
+//go:noescape
+func roundBF16AVX512(dst *uint16, src *float32, n int)
+
+// roundRowsBF16 stores bf16RNE(src[i]) in dst[i], by VCVTNEPS2BF16 where
+// the processor has it.
+func roundRowsBF16(dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	h := len(src) &^ 15
+	if !useBF16DP || h == 0 {
+		roundRowsBF16Go(dst, src)
+		return
+	}
+	roundBF16AVX512(&dst[0], &src[0], h)
+	roundRowsBF16Go(dst[h:], src[h:])
+}
+
 // dot1x4DP is dot1x4DPGo, with the whole blocks in assembly.
 func dot1x4DP(out *[4]float32, x, w []uint16, ldw, k int) {
 	if !useBF16DP {

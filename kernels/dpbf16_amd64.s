@@ -172,3 +172,31 @@ d4x4dp_done:
 	STORE4(Z28, Y28, Z29, Y29, Z30, Y30, Z31, Y31, 48(DX))
 	VZEROUPPER
 	RET
+
+// VCVTNEPS2BF16 Z0, Y1
+#define CVT_Z0_Y1 BYTE $0x62; BYTE $0xf2; BYTE $0x7e; BYTE $0x48; BYTE $0x72; BYTE $0xc8
+
+// func roundBF16AVX512(dst *uint16, src *float32, n int)
+//
+// dst[i] = bf16RNE(src[i]) for i in [0, n), 16 at a time by
+// VCVTNEPS2BF16 (nearest even, subnormal inputs as zero, NaN quiet); n is
+// a multiple of 16.
+TEXT ·roundBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	TESTQ CX, CX
+	JZ    rbf16_done
+
+rbf16_loop:
+	VMOVUPS (SI), Z0
+	CVT_Z0_Y1
+	VMOVDQU Y1, (DI)
+	ADDQ    $64, SI
+	ADDQ    $32, DI
+	SUBQ    $16, CX
+	JNZ     rbf16_loop
+
+rbf16_done:
+	VZEROUPPER
+	RET

@@ -28,8 +28,8 @@ func bf16RNE(v float32) uint16 {
 	return uint16(b >> 16)
 }
 
-// roundRowsBF16 stores bf16RNE(src[i]) in dst[i].
-func roundRowsBF16(dst []uint16, src []float32) {
+// roundRowsBF16Go stores bf16RNE(src[i]) in dst[i].
+func roundRowsBF16Go(dst []uint16, src []float32) {
 	dst = dst[:len(src)]
 	for i, v := range src {
 		dst[i] = bf16RNE(v)

@@ -10,6 +10,13 @@ var useBF16DP = false
 // emulation.
 func BF16DotNative() bool { return false }
 
+// roundRowsBF16 stores bf16RNE(src[i]) in dst[i]:
+//
+//	for i, v := range src {
+//		dst[i] = bf16RNE(v)
+//	}
+func roundRowsBF16(dst []uint16, src []float32) { roundRowsBF16Go(dst, src) }
+
 // dot1x4DP dots the bfloat16 x[:k] with four bfloat16 rows of w, ldw
 // elements apart, as VDPBF16PS would:
 //
