@@ -18,6 +18,8 @@ type CPU struct {
 	threads int
 	roundX  bool      // round x to bfloat16 before BF16 matmuls
 	xbf     []float32 // scratch for the rounded x
+	compute Compute   // arithmetic of BF16 matmuls with m ≥ 2
+	xdp     []uint16  // scratch for x in bfloat16 (ComputeBF16)
 }
 
 var (
@@ -33,6 +35,7 @@ type CPUOption func(*cpuConfig)
 type cpuConfig struct {
 	threads int
 	roundX  bool
+	compute Compute
 }
 
 // WithThreads sets the number of threads that run each operation, the
@@ -59,7 +62,7 @@ func NewCPU(opts ...CPUOption) *CPU {
 	if cfg.threads < 1 {
 		cfg.threads = runtime.GOMAXPROCS(0)
 	}
-	c := &CPU{pool: newPool(cfg.threads), threads: cfg.threads, roundX: cfg.roundX}
+	c := &CPU{pool: newPool(cfg.threads), threads: cfg.threads, roundX: cfg.roundX, compute: cfg.compute}
 	// The workers reference only the pool, so c can become unreachable
 	// while they run; stop them then.
 	runtime.AddCleanup(c, func(p *pool) { p.close() }, c.pool)

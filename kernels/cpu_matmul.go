@@ -23,6 +23,15 @@ func (c *CPU) MatMul(out, x, w Buffer, m, n, k int) {
 		clear(o[:m*n])
 		return
 	}
+	if c.useDP(wb.dt, m) {
+		xb := c.dpX(xs[:m*k])
+		tasks := c.pool.split((n+3)/4, 4*m*k)
+		c.pool.run(tasks, func(_, t int) {
+			lo, hi := chunk(n, tasks, t, 4)
+			matmulDPRange(o, xb, wb.bf16, m, k, lo, hi, n)
+		})
+		return
+	}
 	if wb.dt == BF16 {
 		xs = c.roundedX(xs[:m*k])
 	}
@@ -63,28 +72,56 @@ func (c *CPU) GroupedMatMul(out, x Buffer, w []Buffer, rowOff, rows []int, n, k 
 		checkFP8("GroupedMatMul w", host(w[g]), n, k)
 		total += rows[g] * n * k
 	}
-	target := max(total/(4*c.threads), 1)
-	type task struct{ g, lo, hi int }
-	var tasks []task
-	for g := range w {
-		if rows[g] == 0 {
-			continue
-		}
-		if k == 0 {
-			clear(o[rowOff[g]*n : (rowOff[g]+rows[g])*n])
-			continue
-		}
-		parts := min(c.pool.split((n+3)/4, 4*rows[g]*k), (rows[g]*n*k+target-1)/target)
-		for t := range parts {
-			lo, hi := chunk(n, parts, t, 4)
-			tasks = append(tasks, task{g, lo, hi})
-		}
+	// x in bfloat16 for the groups on the bf16 dot kernels, as far as
+	// the last row any group reads.
+	var xb []uint16
+	end, dp := 0, false
+	for g, wg := range w {
+		end = max(end, (rowOff[g]+rows[g])*k)
+		dp = dp || c.useDP(wg.DType(), rows[g])
 	}
+	if dp {
+		xb = c.dpX(xs[:end])
+	}
+	if k == 0 {
+		for g := range w {
+			clear(o[rowOff[g]*n : (rowOff[g]+rows[g])*n])
+		}
+		return
+	}
+	tasks := c.groupTasks(rows, n, k, total)
 	c.pool.run(len(tasks), func(_, i int) {
 		tk := tasks[i]
 		r0, m := rowOff[tk.g], rows[tk.g]
+		if wb := host(w[tk.g]); c.useDP(wb.dt, m) {
+			matmulDPRange(o[r0*n:], xb[r0*k:], wb.bf16, m, k, tk.lo, tk.hi, n)
+			return
+		}
 		matmulRange(o[r0*n:], xs[r0*k:], host(w[tk.g]), m, n, k, tk.lo, tk.hi, n)
 	})
+}
+
+// groupTask is columns [lo, hi) of group g of a GroupedMatMul.
+type groupTask struct{ g, lo, hi int }
+
+// groupTasks cuts a GroupedMatMul of total multiply-adds into tasks: a
+// group gets a share in proportion to its work, aiming at four tasks per
+// thread in all, so that one hot expert is split across every thread and
+// many cold ones are taken whole. Columns are cut in multiples of 4.
+func (c *CPU) groupTasks(rows []int, n, k, total int) []groupTask {
+	target := max(total/(4*c.threads), 1)
+	var tasks []groupTask
+	for g, r := range rows {
+		if r == 0 {
+			continue
+		}
+		parts := min(c.pool.split((n+3)/4, 4*r*k), (r*n*k+target-1)/target)
+		for t := range parts {
+			lo, hi := chunk(n, parts, t, 4)
+			tasks = append(tasks, groupTask{g, lo, hi})
+		}
+	}
+	return tasks
 }
 
 // checkFP8 panics unless an F8E4M3 weight is exactly [n, k]: its scale

@@ -240,15 +240,18 @@ func axpy(a float32, x, y []float32) {
 
 // setFeatures limits the kernels to the named instruction set, no further
 // than the processor allows; for tests.
+// "avx512" keeps AVX-512 but turns off the AVX512_BF16 kernels.
 func setFeatures(name string) (restore func()) {
-	a512, a2 := useAVX512, useAVX2
+	a512, a2, dp := useAVX512, useAVX2, useBF16DP
 	switch name {
+	case "avx512":
+		useBF16DP = false
 	case "avx2":
-		useAVX512 = false
+		useAVX512, useBF16DP = false, false
 	case "generic":
-		useAVX512, useAVX2 = false, false
+		useAVX512, useAVX2, useBF16DP = false, false, false
 	}
-	return func() { useAVX512, useAVX2 = a512, a2 }
+	return func() { useAVX512, useAVX2, useBF16DP = a512, a2, dp }
 }
 
 //go:noescape

@@ -40,3 +40,16 @@ func BenchmarkPoolDispatch(b *testing.B) {
 		c.pool.run(tasks, func(_, t int) { sink[t%64]++ })
 	}
 }
+
+// BenchmarkKernelDot4x4DP is BenchmarkKernelDot4x4BF16 on the bf16 dot
+// kernel (x in bf16 too): VDPBF16PS where the processor has it.
+func BenchmarkKernelDot4x4DP(b *testing.B) {
+	const k = 1024
+	x := make([]uint16, 4*k)
+	w := make([]uint16, 4*k)
+	var out [16]float32
+	b.SetBytes(16 * k) // multiply-adds per call
+	for b.Loop() {
+		dot4x4DP(&out, x, k, w, k, k)
+	}
+}

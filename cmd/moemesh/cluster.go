@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/internal/sysmem"
+	"github.com/moemesh/moemesh/kernels"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/scheduler"
 	"github.com/moemesh/moemesh/sharding"
@@ -22,6 +23,7 @@ type clusterFlags struct {
 	WireDType      string
 	ContextTokens  int
 	Device         string
+	Compute        string
 	prefault       bool // set by bench
 	// contextSet reports whether the user chose --context (command line,
 	// environment or config file); nil means yes.
@@ -47,6 +49,7 @@ func (c *clusterFlags) AddFlags(cmd *cobra.Command) {
 	f.StringVar(&c.WireDType, "wire-dtype", "f32", "activation type on the wire: f32 or bf16")
 	f.IntVar(&c.ContextTokens, "context", defaultContext, "KV cache size in tokens, at most the model's context (max_position_embeddings, or YaRN's factor × original) and what fits in memory")
 	f.StringVar(&c.Device, "device", "cpu", "compute device of every worker: cpu or cuda:N (CUDA needs a -tags cuda build)")
+	f.StringVar(&c.Compute, "compute", "f32", computeFlagUsage)
 	c.contextSet = func() bool { return cmd.Flags().Changed("context") }
 }
 
@@ -62,6 +65,9 @@ func (c *clusterFlags) Validate() error {
 	}
 	if c.WireDType != "f32" && c.WireDType != "bf16" {
 		return usagef("--wire-dtype %q: allowed values are f32, bf16", c.WireDType)
+	}
+	if _, err := kernels.ParseCompute(c.Compute); err != nil && c.Compute != "" {
+		return usagef("--compute %q: allowed values are f32, bf16", c.Compute)
 	}
 	if c.ContextTokens < 1 {
 		return usagef("--context must be at least 1 token, got %d", c.ContextTokens)
@@ -214,7 +220,7 @@ func (c *clusterFlags) Stepper(ctx context.Context, s IOStreams, dir string) (mo
 		}
 		return st, contextAllocator{pool, c.ContextTokens}, closeFn, nil
 	}
-	newBackend, err := parseDevice(c.Device)
+	newBackend, err := parseDevice(c.Device, c.Compute)
 	if err != nil {
 		return nil, nil, nil, err
 	}

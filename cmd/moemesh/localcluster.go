@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -83,7 +84,7 @@ func startLocalCluster(ctx context.Context, s IOStreams, dir string, c *clusterF
 	addrs := make([]string, c.Workers)
 	stderr := &syncio.Writer{W: s.ErrOut} // one writer shared by every worker's stderr copier
 	for w := range c.Workers {
-		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device}, lt.workerArgs(w)...)...)
+		cmd := exec.Command(exe, append([]string{"worker", "--listen", "127.0.0.1:0", "--exit-on-stdin-close", "--log-level", "error", "--device", c.Device, "--compute", cmp.Or(c.Compute, "f32")}, lt.workerArgs(w)...)...)
 		cmd.Stderr = stderr
 		// Share this machine's cores among the workers: oversubscribed
 		// compute threads spin against each other.

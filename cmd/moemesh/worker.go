@@ -24,6 +24,7 @@ type workerOptions struct {
 	Listen           string
 	Advertise        string
 	Device           string
+	Compute          string
 	ExitOnStdinClose bool
 	LogLevel         string
 	Etcd             etcdFlags
@@ -50,6 +51,7 @@ func newWorkerCmd(s IOStreams) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:0", "address for the worker and peer gRPC services")
 	cmd.Flags().StringVar(&o.Device, "device", "cpu", "compute device: cpu or cuda:N (CUDA needs a -tags cuda build)")
+	cmd.Flags().StringVar(&o.Compute, "compute", "f32", computeFlagUsage)
 	cmd.Flags().BoolVar(&o.ExitOnStdinClose, "exit-on-stdin-close", false, "exit when standard input closes (used by the local cluster launcher)")
 	cmd.Flags().StringVar(&o.LogLevel, "log-level", "warn", "debug, info, warn or error")
 	cmd.Flags().StringVar(&o.Advertise, "advertise", "", "address peers and the coordinator reach this worker at (default: the listening address)")
@@ -72,7 +74,7 @@ func (o *workerOptions) Run(ctx context.Context, s IOStreams) error {
 	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return usagef("--log-level %q: want debug, info, warn or error", o.LogLevel)
 	}
-	backend, err := parseDevice(o.Device)
+	backend, err := parseDevice(o.Device, o.Compute)
 	if err != nil {
 		return err
 	}
