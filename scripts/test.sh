@@ -43,6 +43,9 @@ if [ -x scripts/gen-ptx.sh ]; then
   scripts/gen-ptx.sh --check
 fi
 
+step "scripts (argument handling and parsing of bench-vs-llamacpp.sh, against stand-in binaries)"
+scripts/bench-vs-llamacpp-test.sh
+
 step "etcd server (pinned v3.7.3, built from its module; cached)"
 MOEMESH_ETCD_BIN=$(scripts/build-etcd.sh)
 export MOEMESH_ETCD_BIN
