@@ -98,6 +98,16 @@ var e4m3Table = func() (t [256]float32) {
 	return t
 }()
 
+// fp8RawTable holds E4M3ToF32(c)·2⁻¹²⁰ for every code but the NaNs: the
+// float32 with the code's sign and its 7 exponent and mantissa bits at
+// bits 20..26, which the SIMD kernels build by shifts (fp8_amd64.s).
+var fp8RawTable = func() (t [256]float32) {
+	for i := range t {
+		t[i] = math.Float32frombits(uint32(i&0x80)<<24 | uint32(i&0x7f)<<20)
+	}
+	return t
+}()
+
 // dequantFP8Row writes row r of f, dequantized, into dst[:f.Cols]: the
 // only float32 copy of the weights the matmul makes is of the rows it is
 // working on.
@@ -153,7 +163,7 @@ func matmulFP8Range(o, x []float32, f *FP8Matrix, m, k, lo, hi, ldo int) {
 		for r0 := lo; r0 < hi; {
 			bi := (f.RowOff + r0) / f.BlockRows
 			r1 := min(hi, (bi+1)*f.BlockRows-f.RowOff)
-			scaleFP8X(xs, x[i0*k:i1*k], f.Scales[bi*sc:(bi+1)*sc], k, f.BlockCols, f.ColOff)
+			e := scaleFP8X(xs, x[i0*k:i1*k], f.Scales[bi*sc:(bi+1)*sc], k, f.BlockCols, f.ColOff)
 			j := r0
 			for ; j+4 <= r1; j += 4 {
 				c := f.Codes[j*k:]
@@ -178,6 +188,14 @@ func matmulFP8Range(o, x []float32, f *FP8Matrix, m, k, lo, hi, ldo int) {
 					o[i*ldo+j] = acc4[0]
 				}
 			}
+			if e != 0 {
+				p := float32(math.Ldexp(1, e))
+				for i := i0; i < i1; i++ {
+					for j := r0; j < r1; j++ {
+						o[i*ldo+j] *= p
+					}
+				}
+			}
 			r0 = r1
 		}
 	}
@@ -187,18 +205,34 @@ func matmulFP8Range(o, x []float32, f *FP8Matrix, m, k, lo, hi, ldo int) {
 var fp8Scratch = sync.Pool{New: func() any { return new([]float32) }}
 
 // scaleFP8X writes each row of x [·, k] into dst multiplied by the scale
-// of its column block: column j has scale s[(coff+j)/bc].
-func scaleFP8X(dst, x, s []float32, k, bc, coff int) {
+// of its column block (column j has scale s[(coff+j)/bc]) and by
+// 2^(120-e), for the kernels that read codes as E4M3·2⁻¹²⁰; it returns e,
+// by which the dot products are then scaled back: 0 unless some |x·s| ≥ 2⁷
+// would overflow, so the powers of two are exact.
+func scaleFP8X(dst, x, s []float32, k, bc, coff int) (e int) {
+	var amax float32
 	for r := 0; r < len(x); r += k {
 		xr, dr := x[r:r+k], dst[r:r+k]
 		j := 0
 		for bj, v := range s {
 			end := min(k, (bj+1)*bc-coff)
 			for ; j < end; j++ {
-				dr[j] = xr[j] * v
+				d := xr[j] * v
+				dr[j] = d
+				if a := math.Float32frombits(math.Float32bits(d) & 0x7fffffff); a > amax && a <= math.MaxFloat32 {
+					amax = a // finite values only: ±Inf and NaN stay so
+				}
 			}
 		}
 	}
+	if amax >= 1<<7 {
+		e = math.Ilogb(float64(amax)) - 6
+	}
+	p := float32(math.Ldexp(1, 120-e))
+	for i := range dst[:len(x)] {
+		dst[i] *= p
+	}
+	return e
 }
 
 // dot1x4FP8Go and dot4x4FP8Go are the pure-Go references of dot1x4FP8
@@ -209,7 +243,7 @@ func dot1x4FP8Go(out *[4]float32, x []float32, c []byte, ldc, k int) {
 		cr := c[j*ldc : j*ldc+k]
 		var s float32
 		for i, v := range x {
-			s += v * e4m3Table[cr[i]]
+			s += v * fp8RawTable[cr[i]]
 		}
 		out[j] = s
 	}

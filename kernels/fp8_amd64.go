@@ -17,12 +17,13 @@ func dot4x4FP8AVX512(out *[16]float32, x *float32, ldx int, c *byte, ldc, n int)
 //go:noescape
 func dot1x4FP8AVX2(out *[4]float32, x *float32, c *byte, ldc, n int)
 
-// dot1x4FP8 dots x[:k] with four rows of E4M3 codes, ldc bytes apart
-// (NaN codes excluded, block scales already applied to x):
+// dot1x4FP8 dots x[:k] with four rows of E4M3 codes, ldc bytes apart,
+// each code read as fp8RawTable[c] = E4M3ToF32(c)·2⁻¹²⁰ (NaN codes
+// excluded; the caller folds 2¹²⁰ and the block scales into x):
 //
 //	for j := range 4 {
 //		for i := range k {
-//			out[j] += x[i] * e4m3Table[c[j*ldc+i]]
+//			out[j] += x[i] * fp8RawTable[c[j*ldc+i]]
 //		}
 //	}
 func dot1x4FP8(out *[4]float32, x []float32, c []byte, ldc, k int) {
@@ -44,7 +45,7 @@ func dot1x4FP8(out *[4]float32, x []float32, c []byte, ldc, k int) {
 		cr := c[j*ldc : j*ldc+k]
 		s := out[j]
 		for i := h; i < k; i++ {
-			s = fma32(x[i], e4m3Table[cr[i]], s)
+			s = fma32(x[i], fp8RawTable[cr[i]], s)
 		}
 		out[j] = s
 	}
@@ -78,7 +79,7 @@ func dot4x4FP8(out *[16]float32, x []float32, ldx int, c []byte, ldc, k int) {
 			cr := c[j*ldc : j*ldc+k]
 			s := out[4*i+j]
 			for l := h; l < k; l++ {
-				s = fma32(xr[l], e4m3Table[cr[l]], s)
+				s = fma32(xr[l], fp8RawTable[cr[l]], s)
 			}
 			out[4*i+j] = s
 		}

@@ -9,53 +9,48 @@
 // two pairwise adds), so the AVX-512 and AVX2 kernels give bit-identical
 // dot products. n is a multiple of 16; the Go wrappers add the remainder.
 //
-// Widening a code c (sign s, exponent e, mantissa m): sign-extend the byte
-// to 32 bits, shift left by 20 and keep bit 31 and bits 20..26. That is the
-// float32 with sign s, exponent field e and mantissa m·2²⁰, whose value is
-// ±2^(e-127)·(1+m/8) for e > 0 and ±m·2⁻¹²⁹ (a float32 subnormal) for
-// e = 0; one multiply by 2¹²⁰ turns both, exactly, into the E4M3 value
-// ±2^(e-7)·(1+m/8) or ±m·2⁻⁹. The NaN codes S.1111.111 widen to ±480: the
-// Go side never passes a matrix holding one to these kernels.
+// Widening a code c (sign s, exponent e, mantissa m) gives fp8Raw(c) =
+// E4M3(c)·2⁻¹²⁰: the float32 with sign s, exponent field e and mantissa
+// m·2²⁰, that is ±2^(e-127)·(1+m/8) for e > 0 and ±m·2⁻¹²⁹ (a float32
+// subnormal) for e = 0. The Go side scales x by 2¹²⁰ (see scaleFP8X), so
+// each FMA forms x·E4M3(c) exactly before rounding, with no multiply here.
+// The kernels sign-extend 16 (AVX2: 8) bytes to dwords, shift left by 20
+// and keep bit 31 (the sign) and bits 20..26 (exponent and mantissa). The NaN codes
+// S.1111.111 widen to ±480·2⁻¹²⁰: the Go side never passes a matrix
+// holding one to these kernels.
+//
+// The 1×4 and 4×4 kernels prefetch into L2 4 KiB ahead of the next four
+// rows (contiguous when ldc = n), one line per 16 codes of each row.
 //
 // Block scales are not applied here: the Go side multiplies the
 // activations by the scale of each column block first, so one dot product
 // covers a whole row.
 
-// FP8MASK keeps the sign and the 7 exponent and mantissa bits; FP8MUL is
-// 2¹²⁰ as float32.
+// FP8MASK keeps the sign and the 7 exponent and mantissa bits.
 #define FP8MASK $0x87F00000
-#define FP8MUL $0x7B800000
 
-// WIDENFP8(SRC, Z) loads 16 codes from SRC into Z as float32. Needs
-// Z9 = FP8MASK and Z10 = FP8MUL in every lane.
+// WIDENFP8(SRC, Z) loads 16 codes from SRC into Z as fp8Raw. Needs
+// Z9 = FP8MASK in every lane.
 #define WIDENFP8(SRC, Z) \
 	VPMOVSXBD SRC, Z; \
 	VPSLLD    $20, Z, Z; \
-	VPANDD    Z9, Z, Z; \
-	VMULPS    Z10, Z, Z
+	VPANDD    Z9, Z, Z
 
-// WIDENFP8Y(SRC, Y) loads 8 codes; needs Y13 = FP8MASK, Y14 = FP8MUL.
+// WIDENFP8Y(SRC, Y) loads 8 codes; needs Y13 = FP8MASK.
 #define WIDENFP8Y(SRC, Y) \
 	VPMOVSXBD SRC, Y; \
 	VPSLLD    $20, Y, Y; \
-	VPAND     Y13, Y, Y; \
-	VMULPS    Y14, Y, Y
+	VPAND     Y13, Y, Y
 
 #define FP8CONST512 \
 	MOVL         FP8MASK, AX; \
 	MOVD         AX, X9; \
-	VPBROADCASTD X9, Z9; \
-	MOVL         FP8MUL, AX; \
-	MOVD         AX, X10; \
-	VPBROADCASTD X10, Z10
+	VPBROADCASTD X9, Z9
 
 #define FP8CONST256 \
 	MOVL         FP8MASK, AX; \
 	MOVD         AX, X13; \
-	VPBROADCASTD X13, Y13; \
-	MOVL         FP8MUL, AX; \
-	MOVD         AX, X14; \
-	VPBROADCASTD X14, Y14
+	VPBROADCASTD X13, Y13
 
 // The reductions below are those of simd_amd64.s.
 
@@ -87,7 +82,7 @@ TEXT ·dot1x4FP8AVX512(SB), NOSPLIT, $0-40
 	MOVQ   c+16(FP), DI
 	MOVQ   ldc+24(FP), R8
 	LEAQ   (R8)(R8*2), R9
-	LEAQ   (DI)(R8*4), R12 // the next four rows, prefetched
+	LEAQ   4096(DI)(R8*4), R12 // prefetched: 4 KiB past the next four rows
 	MOVQ   n+32(FP), CX
 	FP8CONST512
 	VPXORD Z0, Z0, Z0
@@ -185,7 +180,7 @@ TEXT ·dot4x4FP8AVX512(SB), NOSPLIT, $0-48
 	MOVQ c+24(FP), DI
 	MOVQ ldc+32(FP), R8
 	LEAQ (R8)(R8*2), R9
-	LEAQ (DI)(R8*4), R12 // the next four rows, prefetched
+	LEAQ 4096(DI)(R8*4), R12 // prefetched: 4 KiB past the next four rows
 	MOVQ n+40(FP), CX
 	FP8CONST512
 	ZERO4x4
@@ -227,7 +222,7 @@ TEXT ·dot1x4FP8AVX2(SB), NOSPLIT, $0-40
 	MOVQ   c+16(FP), DI
 	MOVQ   ldc+24(FP), R8
 	LEAQ   (R8)(R8*2), R9
-	LEAQ   (DI)(R8*4), R12 // the next four rows, prefetched
+	LEAQ   4096(DI)(R8*4), R12 // prefetched: 4 KiB past the next four rows
 	MOVQ   n+32(FP), CX
 	FP8CONST256
 	VXORPS Y0, Y0, Y0

@@ -2,12 +2,13 @@
 
 package kernels
 
-// dot1x4FP8 dots x[:k] with four rows of E4M3 codes, ldc bytes apart
-// (NaN codes excluded, block scales already applied to x):
+// dot1x4FP8 dots x[:k] with four rows of E4M3 codes, ldc bytes apart,
+// each code read as fp8RawTable[c] = E4M3ToF32(c)·2⁻¹²⁰ (NaN codes
+// excluded; the caller folds 2¹²⁰ and the block scales into x):
 //
 //	for j := range 4 {
 //		for i := range k {
-//			out[j] += x[i] * e4m3Table[c[j*ldc+i]]
+//			out[j] += x[i] * fp8RawTable[c[j*ldc+i]]
 //		}
 //	}
 func dot1x4FP8(out *[4]float32, x []float32, c []byte, ldc, k int) { dot1x4FP8Go(out, x, c, ldc, k) }

@@ -10,8 +10,9 @@ import (
 // every instruction set against the decoding table, exhaustively: each
 // of the 254 non-NaN codes in each of 32 positions (both halves of the
 // AVX2 registers, every lane) of each of the four weight rows, with x
-// one-hot at that position, so the dot product is the decoded value
-// exactly (times 1, 2, 4 or 8 for the x rows of the 4×4 kernel).
+// one-hot at that position and 2¹²⁰ there (the kernels read a code as
+// E4M3·2⁻¹²⁰), so the dot product is the decoded value exactly (times 1,
+// 2, 4 or 8 for the x rows of the 4×4 kernel).
 func TestFP8Widen(t *testing.T) {
 	for _, f := range []string{"", "avx2", "generic"} {
 		restore := setFeatures(f)
@@ -31,7 +32,7 @@ func TestFP8Widen(t *testing.T) {
 					}
 					var x [4 * k]float32
 					for i := range 4 {
-						x[i*k+p] = float32(int(1) << i)
+						x[i*k+p] = float32(math.Ldexp(1, 120+i))
 					}
 					var o4 [4]float32
 					var o16 [16]float32
@@ -70,7 +71,7 @@ func TestFP8Kernels(t *testing.T) {
 				ldx, ldc := k+rng.IntN(5), k+rng.IntN(5)
 				x := make([]float32, 3*ldx+k)
 				for i := range x {
-					x[i] = float32(rng.NormFloat64())
+					x[i] = float32(math.Ldexp(rng.NormFloat64(), 120))
 				}
 				c := make([]byte, 3*ldc+k)
 				for i := range c {
@@ -96,7 +97,7 @@ func TestFP8Kernels(t *testing.T) {
 						got, want := o16[4*i+j], ref4[j]
 						var mag float64
 						for l := range k {
-							mag += math.Abs(float64(x[i*ldx+l]) * float64(e4m3Table[c[j*ldc+l]]))
+							mag += math.Abs(float64(x[i*ldx+l]) * float64(fp8RawTable[c[j*ldc+l]]))
 						}
 						if d := math.Abs(float64(got - want)); d > 2e-6*math.Sqrt(float64(k))*mag {
 							t.Fatalf("k=%d x row %d w row %d: %g, reference %g", k, i, j, got, want)

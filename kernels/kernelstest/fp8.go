@@ -199,3 +199,45 @@ func testMatMulFP8NaN(t *testing.T, be kernels.Backend) {
 		c.near(i, v, want[i], scale[i], matmulTol(k))
 	}
 }
+
+// testMatMulFP8Large checks activations and scales whose products reach
+// 10³⁰ (no FP8 value of a checkpoint, but a kernel that rescales x must
+// not overflow on them) next to a row of x holding +Inf: that row's
+// outputs are ±Inf or NaN as in the reference, the others stay exact.
+func testMatMulFP8Large(t *testing.T, be kernels.Backend) {
+	fw, ok := be.(kernels.FP8Weights)
+	if !ok {
+		t.Skipf("%s does not implement kernels.FP8Weights", be.Name())
+	}
+	rng := newRand(t)
+	const m, n, k = 3, 10, 80
+	f, _ := randFP8(rng, n, k, 16, 32, 0, 0)
+	for i := range f.Scales {
+		f.Scales[i] = float32(math.Pow(10, 10+5*rng.Float64()))
+	}
+	wref := make([]float64, n*k)
+	for i := range n {
+		for j := range k {
+			wref[i*k+j] = e4m3Ref(f.Codes[i*k+j]) * float64(f.Scales[(i/16)*f.ScaleCols()+j/32])
+		}
+	}
+	w, err := fw.WrapFP8(f)
+	mustNil(t, err)
+	x := randF32(rng, m*k, 1)
+	for i := range x {
+		x[i] *= 1e15
+	}
+	x[k+5] = float32(math.Inf(1))
+	gx := f32Buf(t, be, x)
+	out := newGuarded(t, be, kernels.F32, m*n)
+	be.MatMul(out.buf, gx.buf, w, m, n, k)
+	want, scale := refMatMul(f64(x), wref, m, n, k)
+	c := &checker{t: t, what: "MatMul F8_E4M3 with products up to 1e30"}
+	for i, v := range out.read(t) {
+		if i/n != 1 {
+			c.near(i, v, want[i], scale[i], matmulTol(k))
+		} else if !math.IsInf(float64(v), 0) && !math.IsNaN(float64(v)) {
+			t.Errorf("row with +Inf in x: element %d = %g, want ±Inf or NaN", i, v)
+		}
+	}
+}
