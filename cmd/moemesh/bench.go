@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,26 +222,47 @@ func benchOnce(ctx context.Context, st model.Stepper, pool scheduler.Allocator, 
 }
 
 // ActiveWeightBytes is the number of weight bytes one decoded token reads:
-// attention, router and the top-k experts of every layer, the final norm
-// and lm_head, at the checkpoint's dtype (2 bytes for bf16, 4 for f32).
+// attention, router and the top-k experts of every layer, the final norm,
+// one embedding row and lm_head. Weights are at the checkpoint's dtype (2
+// bytes for bf16, 4 for f32), except in an FP8 checkpoint
+// (quantization_config fp8), where every projection of a layer (q, k, v,
+// o, the router and the MLP or expert gate/up/down) not named in
+// modules_to_not_convert is one byte a weight plus one float32 scale (as
+// the CPU backend holds it) per weight_block_size block; embeddings, norms
+// and lm_head stay at the checkpoint's dtype. The experts follow expert
+// 0's entry.
 func ActiveWeightBytes(c *model.Config) int64 {
 	bpp := int64(2)
 	if c.TorchDType == "float32" {
 		bpp = 4
 	}
+	q8, _ := model.ParseQuantConfig(c.QuantizationConfig) // validated by LoadConfig
+	// proj is the bytes of one [rows, cols] projection named name.
+	proj := func(name string, rows, cols int64) int64 {
+		if q8 == nil || slices.ContainsFunc(q8.ModulesToNotConvert, func(m string) bool {
+			return name == m || strings.HasPrefix(name, m+".")
+		}) {
+			return rows * cols * bpp
+		}
+		br, bc := int64(q8.WeightBlockSize[0]), int64(q8.WeightBlockSize[1])
+		return rows*cols + 4*((rows+br-1)/br)*((cols+bc-1)/bc)
+	}
 	h, d := int64(c.HiddenSize), int64(c.HeadDim)
 	q, kv := int64(c.NumAttentionHeads)*d, int64(c.NumKeyValueHeads)*d
-	var params int64
+	var total int64
 	for l := range c.NumHiddenLayers {
-		params += 2*h*q + 2*h*kv + 2*h + 2*d // q, o, k, v, norms
+		p := fmt.Sprintf("model.layers.%d.", l)
+		total += proj(p+"self_attn.q_proj", q, h) + proj(p+"self_attn.k_proj", kv, h) +
+			proj(p+"self_attn.v_proj", kv, h) + proj(p+"self_attn.o_proj", h, q)
+		total += (2*h + 2*d) * bpp // input and post-attention norms, q and k norms
+		mlp, inter, n := p+"mlp.", int64(c.IntermediateSize), int64(1)
 		if c.IsMoELayer(l) {
-			params += int64(c.NumExperts)*h + int64(c.NumExpertsPerTok)*3*h*int64(c.MoeIntermediateSize)
-		} else {
-			params += 3 * h * int64(c.IntermediateSize)
+			total += proj(p+"mlp.gate", int64(c.NumExperts), h)
+			mlp, inter, n = p+"mlp.experts.0.", int64(c.MoeIntermediateSize), int64(c.NumExpertsPerTok)
 		}
+		total += n * (proj(mlp+"gate_proj", inter, h) + proj(mlp+"up_proj", inter, h) + proj(mlp+"down_proj", h, inter))
 	}
-	params += int64(c.VocabSize)*h + h + h // lm_head, final norm, one embedding row
-	return params * bpp
+	return total + (int64(c.VocabSize)*h+h+h)*bpp // lm_head, final norm, one embedding row
 }
 
 // ReadBandwidth measures read-only bandwidth in bytes/s: the CPU

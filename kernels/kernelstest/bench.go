@@ -47,6 +47,33 @@ func Bench(b *testing.B, newBackend func() kernels.Backend) {
 			mustNil(b, be.Sync())
 		})
 	}
+	if fw, ok := be.(kernels.FP8Weights); ok {
+		// FP8 weights in 128×128 blocks: the shapes of the BF16 runs
+		// above, and one too large for the caches.
+		for _, s := range []mm{{kernels.F8E4M3, 1, 1024, 1024}, {kernels.F8E4M3, 16, 1024, 1024},
+			{kernels.F8E4M3, 1, 256, 1024}, {kernels.F8E4M3, 1, 32768, 1024}, {kernels.BF16, 1, 32768, 1024}} {
+			b.Run(fmt.Sprintf("MatMul/%v/m=%d/n=%d/k=%d", s.dt, s.m, s.n, s.k), func(b *testing.B) {
+				x := alloc(b, be, kernels.F32, s.m*s.k, rng)
+				out := alloc(b, be, kernels.F32, s.m*s.n, nil)
+				var w kernels.Buffer
+				wbytes := s.n * s.k * s.dt.Size()
+				if s.dt == kernels.F8E4M3 {
+					f, _ := randFP8(rng, s.n, s.k, 128, 128, 0, 0)
+					var err error
+					w, err = fw.WrapFP8(f)
+					mustNil(b, err)
+					wbytes = len(f.Codes) + 4*len(f.Scales)
+				} else {
+					w = alloc(b, be, s.dt, s.n*s.k, rng)
+				}
+				b.SetBytes(int64(wbytes + 4*s.m*(s.k+s.n)))
+				for b.Loop() {
+					be.MatMul(out, x, w, s.m, s.n, s.k)
+				}
+				mustNil(b, be.Sync())
+			})
+		}
+	}
 	if gm, ok := be.(kernels.GroupedMatMul); ok {
 		// The experts of one MoE layer: top-8 of one token, and 16 tokens
 		// spread over 64 experts.

@@ -57,7 +57,9 @@ func randFP8(rng *rand.Rand, rows, cols, br, bc, roff, coff int) (kernels.FP8Mat
 type fp8Shape struct{ m, n, k, br, bc, roff, coff int }
 
 // fp8Shapes: odd sizes, blocks larger than the matrix, partial edge blocks,
-// slices that start inside a block, and a shape that splits across threads.
+// slices that start inside a block (with a group of four rows and a
+// 16-element vector that straddle block edges), more rows of x than one
+// pass holds, and a shape that splits across threads.
 var fp8Shapes = []fp8Shape{
 	{1, 1, 1, 16, 16, 0, 0},
 	{1, 5, 7, 16, 16, 0, 0},
@@ -71,6 +73,11 @@ var fp8Shapes = []fp8Shape{
 	{17, 8, 16, 16, 16, 8, 0},
 	{1, 1027, 300, 128, 128, 0, 0},
 	{301, 13, 67, 16, 16, 0, 0},
+	{16, 64, 256, 128, 128, 0, 0},
+	{1, 45, 1030, 128, 128, 126, 5},
+	{3, 41, 272, 128, 128, 102, 72},
+	{6, 20, 48, 16, 32, 5, 17},
+	{70, 9, 4000, 128, 128, 0, 0},
 }
 
 func testMatMulFP8(t *testing.T, be kernels.Backend) {
@@ -157,6 +164,80 @@ func testWrapFP8Rejects(t *testing.T, be kernels.Backend) {
 		tc.mod(&f)
 		if _, err := fw.WrapFP8(f); err == nil {
 			t.Errorf("%s: WrapFP8 = nil error", tc.name)
+		}
+	}
+}
+
+// testMatMulFP8NaN checks that the NaN codes of E4M3FN (0x7F, 0xFF) make
+// exactly their output columns NaN, and that the other columns of the
+// same matrix stay correct.
+func testMatMulFP8NaN(t *testing.T, be kernels.Backend) {
+	fw, ok := be.(kernels.FP8Weights)
+	if !ok {
+		t.Skipf("%s does not implement kernels.FP8Weights", be.Name())
+	}
+	rng := newRand(t)
+	const m, n, k = 5, 9, 48
+	f, wref := randFP8(rng, n, k, 16, 16, 0, 0)
+	nanAt := map[int]byte{2: 0x7f, 6: 0xff}
+	for r, c := range nanAt {
+		f.Codes[r*k+17+r] = c
+		wref[r*k+17+r] = math.NaN()
+	}
+	w, err := fw.WrapFP8(f)
+	mustNil(t, err)
+	x := randF32(rng, m*k, 1)
+	gx := f32Buf(t, be, x)
+	out := newGuarded(t, be, kernels.F32, m*n)
+	be.MatMul(out.buf, gx.buf, w, m, n, k)
+	want, scale := refMatMul(f64(x), wref, m, n, k)
+	c := &checker{t: t, what: "MatMul F8_E4M3 with NaN codes"}
+	for i, v := range out.read(t) {
+		if _, isNaN := nanAt[i%n]; isNaN != math.IsNaN(want[i]) {
+			t.Fatalf("reference element %d = %g: the test is wrong", i, want[i])
+		}
+		c.near(i, v, want[i], scale[i], matmulTol(k))
+	}
+}
+
+// testMatMulFP8Large checks activations and scales whose products reach
+// 10³⁰ (no FP8 value of a checkpoint, but a kernel that rescales x must
+// not overflow on them) next to a row of x holding +Inf: that row's
+// outputs are ±Inf or NaN as in the reference, the others stay exact.
+func testMatMulFP8Large(t *testing.T, be kernels.Backend) {
+	fw, ok := be.(kernels.FP8Weights)
+	if !ok {
+		t.Skipf("%s does not implement kernels.FP8Weights", be.Name())
+	}
+	rng := newRand(t)
+	const m, n, k = 3, 10, 80
+	f, _ := randFP8(rng, n, k, 16, 32, 0, 0)
+	for i := range f.Scales {
+		f.Scales[i] = float32(math.Pow(10, 10+5*rng.Float64()))
+	}
+	wref := make([]float64, n*k)
+	for i := range n {
+		for j := range k {
+			wref[i*k+j] = e4m3Ref(f.Codes[i*k+j]) * float64(f.Scales[(i/16)*f.ScaleCols()+j/32])
+		}
+	}
+	w, err := fw.WrapFP8(f)
+	mustNil(t, err)
+	x := randF32(rng, m*k, 1)
+	for i := range x {
+		x[i] *= 1e15
+	}
+	x[k+5] = float32(math.Inf(1))
+	gx := f32Buf(t, be, x)
+	out := newGuarded(t, be, kernels.F32, m*n)
+	be.MatMul(out.buf, gx.buf, w, m, n, k)
+	want, scale := refMatMul(f64(x), wref, m, n, k)
+	c := &checker{t: t, what: "MatMul F8_E4M3 with products up to 1e30"}
+	for i, v := range out.read(t) {
+		if i/n != 1 {
+			c.near(i, v, want[i], scale[i], matmulTol(k))
+		} else if !math.IsInf(float64(v), 0) && !math.IsNaN(float64(v)) {
+			t.Errorf("row with +Inf in x: element %d = %g, want ±Inf or NaN", i, v)
 		}
 	}
 }

@@ -24,6 +24,8 @@ func Run(t *testing.T, newBackend func() kernels.Backend) {
 		{"MatMul", testMatMul},
 		{"MatMulLarge", testMatMulLarge},
 		{"MatMulFP8", testMatMulFP8},
+		{"MatMulFP8NaN", testMatMulFP8NaN},
+		{"MatMulFP8Large", testMatMulFP8Large},
 		{"WrapFP8Rejects", testWrapFP8Rejects},
 		{"GroupedMatMul", testGroupedMatMul},
 		{"Add", testAdd},
