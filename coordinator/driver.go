@@ -111,7 +111,7 @@ func (d *Driver) Load(ctx context.Context, s LoadSpec) ([]*pb.LoadShardResponse,
 		}
 		pl = &pb.Placement{Epoch: s.LayerPlacements[0].Epoch}
 		for l, p := range s.LayerPlacements {
-			pl.Layers = append(pl.Layers, layerProto(p, l))
+			pl.Layers = append(pl.Layers, LayerProto(p, l))
 		}
 	} else {
 		pl = PlacementProto(s.Placement, s.Layers)
@@ -137,12 +137,13 @@ func (d *Driver) Load(ctx context.Context, s LoadSpec) ([]*pb.LoadShardResponse,
 func PlacementProto(p *sharding.Placement, layers int) *pb.Placement {
 	out := &pb.Placement{Epoch: p.Epoch}
 	for l := range layers {
-		out.Layers = append(out.Layers, layerProto(p, l))
+		out.Layers = append(out.Layers, LayerProto(p, l))
 	}
 	return out
 }
 
-func layerProto(p *sharding.Placement, layer int) *pb.LayerPlacement {
+// LayerProto is the wire form of layer's placement p.
+func LayerProto(p *sharding.Placement, layer int) *pb.LayerPlacement {
 	lp := &pb.LayerPlacement{Layer: uint32(layer)}
 	for _, slots := range p.Slots {
 		we := &pb.WorkerExperts{}

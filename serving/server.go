@@ -2,7 +2,6 @@ package serving
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -114,10 +113,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		ad := &admin{a: d.Admin, auth: s.auth}
+		ad := &admin{a: d.Admin, keys: s.auth}
 		if tok != "" {
-			d := sha256.Sum256([]byte(tok))
-			ad.token = &d
+			ad.token = newAuth([]string{tok}, 0)
 		}
 		adminpb.RegisterAdminServiceServer(s.grpc, ad)
 		if err := s.metrics.reg.Register(newExpertCollector(d.Admin, s.models.servedName)); err != nil {

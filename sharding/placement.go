@@ -90,7 +90,7 @@ func PlaceExperts(experts, workers, extraReplicas, maxSlotsPerWorker int, load [
 	} else {
 		slots = placeGreedy(copies, workers, limit, load)
 	}
-	return newPlacement(experts, slots), nil
+	return NewPlacement(experts, slots), nil
 }
 
 // replicaCounts returns the number of copies of each expert: one each, plus
@@ -207,8 +207,10 @@ func placeGreedy(copies []int, workers, limit int, load []float64) [][]int {
 	return slots
 }
 
-// newPlacement sorts slots and derives Owners from them.
-func newPlacement(experts int, slots [][]int) *Placement {
+// NewPlacement builds the placement in which worker w hosts experts
+// slots[w]: it sorts each list (in place) and derives Owners. Call
+// Validate on slots that did not come from this package.
+func NewPlacement(experts int, slots [][]int) *Placement {
 	owners := make([][]int, experts)
 	for w, s := range slots {
 		slices.Sort(s)

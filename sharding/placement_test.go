@@ -292,7 +292,7 @@ func TestPlaceExpertsLoadBalance(t *testing.T) {
 // only worker 0, which holds the first. Expert 1 moves to worker 0 to make
 // room.
 func TestPlaceGreedyRepair(t *testing.T) {
-	got := newPlacement(5, placeGreedy([]int{1, 1, 1, 1, 2}, 2, 3, []float64{100, 1, 1, 1, 1}))
+	got := NewPlacement(5, placeGreedy([]int{1, 1, 1, 1, 2}, 2, 3, []float64{100, 1, 1, 1, 1}))
 	if diff := cmp.Diff([][]int{{0, 1, 4}, {2, 3, 4}}, got.Slots); diff != "" {
 		t.Errorf("Slots (-want +got):\n%s", diff)
 	}
@@ -315,7 +315,7 @@ func TestPlaceGreedyAnyCopies(t *testing.T) {
 			total += copies[e]
 		}
 		limit := (total+workers-1)/workers + rng.IntN(2)
-		p := newPlacement(experts, placeGreedy(copies, workers, limit, load))
+		p := NewPlacement(experts, placeGreedy(copies, workers, limit, load))
 		if err := p.Validate(); err != nil {
 			t.Fatalf("case %d: copies %v on %d workers, limit %d: %v", i, copies, workers, limit, err)
 		}

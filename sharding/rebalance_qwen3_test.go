@@ -69,7 +69,7 @@ func fromScratch(t testing.TB, cur []*Placement, load [][]float64, slots int, re
 			slotsOf[w] = append([]int(nil), fresh.Slots[i]...)
 			loads += len(fresh.Slots[i]) - overlap[i][w]
 		}
-		layers[l] = newPlacement(p.Experts, slotsOf)
+		layers[l] = NewPlacement(p.Experts, slotsOf)
 	}
 	imb, _ := Imbalance(layers, load)
 	return imb, loads

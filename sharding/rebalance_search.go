@@ -498,7 +498,7 @@ func (s *layerState) placement(epoch uint64) *Placement {
 			}
 		}
 	}
-	p := newPlacement(s.experts, slots)
+	p := NewPlacement(s.experts, slots)
 	p.Epoch = epoch
 	return p
 }

@@ -160,7 +160,7 @@ func TestRebalanceSmall(t *testing.T) {
 	two := mustPlace(t, 4, 2)   // worker 0: {0, 2}, worker 1: {1, 3}
 	three := mustPlace(t, 6, 3) // {0, 3}, {1, 4}, {2, 5}
 	// A replica of expert 1 on worker 2 that a drain of worker 2 can drop.
-	replicated := newPlacement(6, [][]int{{0, 3}, {1, 4}, {1, 2, 5}})
+	replicated := NewPlacement(6, [][]int{{0, 3}, {1, 4}, {1, 2, 5}})
 	for _, tc := range []struct {
 		name      string
 		cur       *Placement
@@ -247,7 +247,7 @@ func TestRebalanceSmall(t *testing.T) {
 			// Every remaining slot is taken, so a replica of expert 1
 			// (on worker 0: loads 1.5 and 1.5 tie, the lower id goes)
 			// makes room for expert 2.
-			name: "drain into full workers", cur: newPlacement(4, [][]int{{0, 1}, {1, 3}, {2}}), load: []float64{1, 1, 1, 1},
+			name: "drain into full workers", cur: NewPlacement(4, [][]int{{0, 1}, {1, 3}, {2}}), load: []float64{1, 1, 1, 1},
 			o:         RebalanceOptions{SlotsPerWorker: 2, Vacate: []int{2}},
 			wantSlots: [][]int{{0, 2}, {1, 3}, nil},
 			wantMoves: []Move{{Expert: 1, From: 0, To: -1}, {Expert: 2, From: 2, To: 0}},
@@ -346,7 +346,7 @@ func TestRebalanceInvalid(t *testing.T) {
 
 func TestImbalance(t *testing.T) {
 	p := mustPlace(t, 4, 2) // {0, 2}, {1, 3}
-	rep := newPlacement(4, [][]int{{0, 2}, {0, 1, 3}})
+	rep := NewPlacement(4, [][]int{{0, 2}, {0, 1, 3}})
 	nan := math.NaN()
 	for _, tc := range []struct {
 		name     string

@@ -4,7 +4,7 @@ import "testing"
 
 func TestRouteIn(t *testing.T) {
 	// Expert 0 on workers 0, 1, 3; expert 1 on 2; expert 2 on 1 and 2.
-	p := newPlacement(3, [][]int{{0}, {0, 2}, {1, 2}, {0}})
+	p := NewPlacement(3, [][]int{{0}, {0, 2}, {1, 2}, {0}})
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/moemesh/moemesh/coordinator"
 	"github.com/moemesh/moemesh/coordinator/planner"
 	"github.com/moemesh/moemesh/coordinator/store"
 	adminpb "github.com/moemesh/moemesh/proto/moemesh/admin/v1"
@@ -92,7 +93,7 @@ func (c *Coordinator) Uncordon(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	if !was {
-		if _, known := ld.knownWorker(ctx, id); !known {
+		if !ld.knownWorker(ctx, id) {
 			return false, fmt.Errorf("%w: %q is neither registered nor cordoned", ErrUnknownWorker, id)
 		}
 	}
@@ -252,7 +253,7 @@ func (ld *leading) applyMoves(plan *adminpb.RebalancePlan) (*pb.PlacementRecord,
 	out := &pb.Placement{Epoch: rec.Epoch}
 	for l := range ld.cfg.NumHiddenLayers {
 		if _, ok := sets[l]; !ok {
-			out.Layers = append(out.Layers, layerProto(layers[l], l))
+			out.Layers = append(out.Layers, coordinator.LayerProto(layers[l], l))
 			continue
 		}
 		ws := make([][]int, len(sets[l]))
@@ -260,16 +261,15 @@ func (ld *leading) applyMoves(plan *adminpb.RebalancePlan) (*pb.PlacementRecord,
 			for e := range set {
 				ws[w] = append(ws[w], e)
 			}
-			slices.Sort(ws[w])
 			if len(ws[w]) > slots {
 				return nil, fmt.Errorf("%w: layer %d: worker %s would host %d experts, its slots are %d", ErrBadPlan, l, rec.WorkerIds[w], len(ws[w]), slots)
 			}
 		}
-		p := placementOf(ld.cfg.NumExperts, ws)
+		p := sharding.NewPlacement(ld.cfg.NumExperts, ws)
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("%w: layer %d: %w", ErrBadPlan, l, err)
 		}
-		out.Layers = append(out.Layers, layerProto(p, l))
+		out.Layers = append(out.Layers, coordinator.LayerProto(p, l))
 	}
 	next := proto.Clone(rec).(*pb.PlacementRecord)
 	next.Placement = out
@@ -283,7 +283,7 @@ func (ld *leading) applyMoves(plan *adminpb.RebalancePlan) (*pb.PlacementRecord,
 func (ld *leading) drain(op *operation, id string) error {
 	ctx := op.ctx
 	rec := ld.rec
-	if _, known := ld.knownWorker(ctx, id); !known {
+	if !ld.knownWorker(ctx, id) {
 		return fmt.Errorf("%w: %q", ErrUnknownWorker, id)
 	}
 	cord := &pb.CordonRecord{Id: id, Reason: "drain", CreatedUnixMs: time.Now().UnixMilli()}
@@ -317,23 +317,14 @@ func (ld *leading) drain(op *operation, id string) error {
 }
 
 // knownWorker reports whether id is registered, placed or cordoned.
-func (ld *leading) knownWorker(ctx context.Context, id string) (*pb.WorkerRecord, bool) {
+func (ld *leading) knownWorker(ctx context.Context, id string) bool {
 	if rec := ld.view.Load(); rec != nil && slices.Contains(rec.WorkerIds, id) {
-		return nil, true
+		return true
 	}
 	recs, _ := ld.c.st.Workers(ctx)
-	for _, r := range recs {
-		if r.Id == id {
-			return r, true
-		}
-	}
 	cords, _ := ld.c.st.Cordoned(ctx)
-	for _, r := range cords {
-		if r.Id == id {
-			return nil, true
-		}
-	}
-	return nil, false
+	return slices.ContainsFunc(recs, func(r *pb.WorkerRecord) bool { return r.Id == id }) ||
+		slices.ContainsFunc(cords, func(r *pb.CordonRecord) bool { return r.Id == id })
 }
 
 // twoPhase moves steps to next live: prepare (the workers load next

@@ -61,13 +61,14 @@ func (c *Coordinator) Status(ctx context.Context) (*adminpb.GetStatusResponse, e
 		byID[r.Id] = r
 	}
 	var layers []*sharding.Placement
+	var moe []int
 	var layout sharding.Layout
 	if rec != nil {
 		out.Epoch, out.MeshEpoch = rec.Epoch, rec.MeshEpoch
 		layout, _ = sharding.NewLayout(int(rec.Layout.GetWorkers()), max(int(rec.Layout.GetTp()), 1))
 		out.LayoutWorkers, out.Tp, out.Groups = uint32(layout.Workers), uint32(layout.TP), uint32(layout.DP)
 		if cfg := c.config(); cfg != nil {
-			layers, _, _ = layerPlacements(cfg.NumHiddenLayers, cfg.NumExperts, cfg.IsMoELayer, rec)
+			layers, moe, _ = layerPlacements(cfg.NumHiddenLayers, cfg.NumExperts, cfg.IsMoELayer, rec)
 		}
 	}
 	var health []*pb.HealthResponse
@@ -82,9 +83,9 @@ func (c *Coordinator) Status(ctx context.Context) (*adminpb.GetStatusResponse, e
 			if i < len(rec.Addrs) {
 				ws.Addr = rec.Addrs[i]
 			}
-			for l, p := range layers {
-				if p != nil && c.isMoE(l) && i < len(p.Slots) {
-					ws.ExpertSlots += uint32(len(p.Slots[i]))
+			for _, l := range moe {
+				if i < len(layers[l].Slots) {
+					ws.ExpertSlots += uint32(len(layers[l].Slots[i]))
 				}
 			}
 			r := byID[id]
@@ -158,15 +159,10 @@ func (c *Coordinator) config() *model.Config {
 	return cfg
 }
 
-func (c *Coordinator) isMoE(l int) bool {
-	cfg := c.config()
-	return cfg != nil && cfg.IsMoELayer(l)
-}
-
 // Placement returns the serving epoch's expert placement (one layer when
 // layer is set).
 func (c *Coordinator) Placement(ctx context.Context, layer *uint32) (*adminpb.GetPlacementResponse, error) {
-	rec, cfg, err := c.serving2(ctx)
+	rec, cfg, err := c.servingRecord(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -195,9 +191,9 @@ func (c *Coordinator) Placement(ctx context.Context, layer *uint32) (*adminpb.Ge
 	return out, nil
 }
 
-// serving2 returns the serving record and the model config, from the
+// servingRecord returns the serving record and the model config, from the
 // leader's view or etcd.
-func (c *Coordinator) serving2(ctx context.Context) (*pb.PlacementRecord, *model.Config, error) {
+func (c *Coordinator) servingRecord(ctx context.Context) (*pb.PlacementRecord, *model.Config, error) {
 	var rec *pb.PlacementRecord
 	c.mu.Lock()
 	if c.lead != nil {
@@ -232,7 +228,7 @@ type load struct {
 }
 
 func (c *Coordinator) load(ctx context.Context) (*load, error) {
-	rec, cfg, err := c.serving2(ctx)
+	rec, cfg, err := c.servingRecord(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -384,27 +380,4 @@ func slotsPerWorker(rec *pb.PlacementRecord, layers []*sharding.Placement) int {
 		}
 	}
 	return max(int(rec.GetSlotsPerWorker()), most)
-}
-
-// placementOf builds a placement from each worker's sorted experts.
-func placementOf(experts int, slots [][]int) *sharding.Placement {
-	p := &sharding.Placement{Workers: len(slots), Experts: experts, Slots: slots, Owners: make([][]int, experts)}
-	for w, s := range slots {
-		for _, e := range s {
-			p.Owners[e] = append(p.Owners[e], w)
-		}
-	}
-	return p
-}
-
-func layerProto(p *sharding.Placement, layer int) *pb.LayerPlacement {
-	lp := &pb.LayerPlacement{Layer: uint32(layer)}
-	for _, s := range p.Slots {
-		we := &pb.WorkerExperts{}
-		for _, e := range s {
-			we.Experts = append(we.Experts, uint32(e))
-		}
-		lp.Workers = append(lp.Workers, we)
-	}
-	return lp
 }
